@@ -1,0 +1,5 @@
+import sys
+
+from tfmobile.cli import main
+
+sys.exit(main())

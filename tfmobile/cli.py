@@ -1,0 +1,213 @@
+"""`tfmobile <verb>`: data, train, translate, evaluate, profile, presets, quickstart.
+
+Every user-fixable problem is a `TfmobileError`: printed as one line on stderr, exit status 2.
+TensorFlow is imported only by the verbs that need it, so `profile` and `presets` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfmobile.errors import TfmobileError  # noqa: E402
+
+
+def _add_data_dir(p):
+    p.add_argument("--data-dir", default=None,
+                   help="where prepared corpora are cached (default: $TFMOBILE_DATA_DIR or ~/.cache/tfmobile/data)")
+
+
+def cmd_data_prepare(args):
+    from tfmobile.data import format_counts, prepare_corpus
+
+    prepared = prepare_corpus(args.name, data_dir=args.data_dir, force=args.force)
+    if args.json:
+        print(json.dumps({"corpus": prepared.corpus, "src_lang": prepared.src_lang, "tgt_lang": prepared.tgt_lang,
+                          **prepared.counts, "directory": prepared.directory}))
+    else:
+        print(format_counts(prepared))
+
+
+def _apply_train_overrides(exp, args):
+    t = exp.train
+    for name in ("epochs", "steps_per_epoch", "max_tokens", "strategy", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(t, name, value)
+    if getattr(args, "time_budget", None) is not None:
+        t.time_budget_minutes = args.time_budget
+    if getattr(args, "no_jit", False):
+        t.jit_compile = False
+    if getattr(args, "corpus", None):
+        exp.data.corpus = args.corpus
+    return exp
+
+
+def cmd_train(args):
+    from tfmobile.models.config import load_config
+    from tfmobile.training.trainer import train
+
+    exp = _apply_train_overrides(load_config(args.config), args)
+    out = args.out or os.path.join("runs", exp.name)
+    state = train(exp, out, resume=args.resume, data_dir=args.data_dir)
+    print(json.dumps({"run_dir": out, **state}))
+
+
+def _read_stdin_lines():
+    return [line.rstrip("\n") for line in sys.stdin]
+
+
+def cmd_translate(args):
+    from tfmobile.decoding import Translator
+
+    translator = Translator.from_run(args.model_dir, beam_size=args.beam, length_penalty=args.length_penalty)
+    lines = _read_stdin_lines()
+    keep = [i for i, l in enumerate(lines) if l.strip()]
+    outputs = translator.translate([lines[i] for i in keep], batch_size=args.batch_size)
+    result = [""] * len(lines)
+    for i, o in zip(keep, outputs):
+        result[i] = o
+    sys.stdout.write("".join(r + "\n" for r in result))
+
+
+def evaluate_run(model_dir: str, split: str = "test", beam: int = 4, length_penalty: float = 1.0,
+                 limit: int | None = None, data_dir: str | None = None, batch_size: int = 32,
+                 progress: bool = True) -> dict:
+    from tfmobile.data import prepare_corpus
+    from tfmobile.decoding import Translator, score
+
+    translator = Translator.from_run(model_dir, beam_size=beam, length_penalty=length_penalty)
+    prepared = prepare_corpus(translator.exp.data.corpus, data_dir=data_dir)
+    pairs = prepared.read(split)[:limit]
+    # sentences longer than the model allows are scored as empty translations, and counted
+    limit_tokens = translator.max_source_tokens
+    lengths = [len(ids) for ids in translator.src_tokenizer.encode([s for s, _ in pairs])]
+    fits = [i for i, n in enumerate(lengths) if n <= limit_tokens]
+    hyps = [""] * len(pairs)
+    for i, h in zip(fits, translator.translate([pairs[i][0] for i in fits], batch_size=batch_size,
+                                               progress=progress)):
+        hyps[i] = h
+    result = score(hyps, [t for _, t in pairs])
+    result.update({"corpus": prepared.corpus, "split": split, "beam": beam, "length_penalty": length_penalty,
+                   "too_long": len(pairs) - len(fits)})
+    return result
+
+
+def cmd_evaluate(args):
+    result = evaluate_run(args.model_dir, args.split, args.beam, args.length_penalty, args.limit, args.data_dir,
+                          args.batch_size, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
+              f"{result['corpus']} {result['split']}, beam {result['beam']})")
+        print(f"signature: {result['sacrebleu_signature']}")
+
+
+def cmd_profile(args):
+    from tfmobile.models.config import load_config
+    from tfmobile.profiling import format_profile, profile
+
+    exp = load_config(args.config)
+    result = profile(exp.model, src_len=args.src_len, tgt_len=args.tgt_len)
+    if args.json:
+        print(json.dumps({"params": result["params"], "mult_adds": result["mult_adds"], **result}))
+    else:
+        print(f"{exp.name}: {args.src_len} source + {args.tgt_len} target tokens")
+        print(format_profile(result))
+
+
+def cmd_presets(args):
+    from tfmobile.models.config import load_config
+    from tfmobile.models.presets import preset_names
+
+    for name in preset_names():
+        print(f"{name:28s} {load_config(name).description}")
+
+
+def cmd_quickstart(args):
+    from tfmobile.quickstart import quickstart
+
+    quickstart(report_dir=args.report_dir, run_dir=args.run_dir, budget_minutes=args.budget_minutes,
+               data_dir=args.data_dir, config=args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfmobile", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    data = sub.add_parser("data", help="prepare corpora").add_subparsers(dest="data_verb", required=True)
+    p = data.add_parser("prepare", help="prepare a corpus and print its split counts")
+    p.add_argument("name", help="bible-es-en, ding-de-en, a TSV path, or 'SRC_FILE,TGT_FILE'")
+    p.add_argument("--json", action="store_true", help="one machine-readable JSON line")
+    p.add_argument("--force", action="store_true", help="rebuild the cached files")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = sub.add_parser("train", help="train a config with model.fit")
+    p.add_argument("config", help="preset name (see `tfmobile presets`) or YAML path")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--time-budget", type=float, help="stop after this many minutes of training")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--corpus", help="override data.corpus")
+    p.add_argument("--no-jit", action="store_true", help="plain graph mode instead of XLA")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    for verb, helptext in (("translate", "translate stdin to stdout"), ("evaluate", "sacreBLEU on a split")):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("model_dir")
+        p.add_argument("--beam", type=int, default=4, help="beam size (1 = greedy)")
+        p.add_argument("--length-penalty", type=float, default=1.0)
+        p.add_argument("--batch-size", type=int, default=32)
+        if verb == "evaluate":
+            p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+            p.add_argument("--limit", type=int, help="only the first N sentences")
+            p.add_argument("--json", action="store_true")
+            _add_data_dir(p)
+        p.set_defaults(func=cmd_translate if verb == "translate" else cmd_evaluate)
+
+    p = sub.add_parser("profile", help="parameters and Mult-Adds, counted as in the papers")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--src-len", type=int, default=30)
+    p.add_argument("--tgt-len", type=int, default=30)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("presets", help="list the presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("quickstart", help="prepare bible-es-en, train `small` on a budget, evaluate, report")
+    p.add_argument("--report-dir", default=os.path.join("reports", "quickstart"))
+    p.add_argument("--run-dir", default=os.path.join("runs", "quickstart"))
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="wall-clock budget for the whole job")
+    p.add_argument("--config", default="small")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TfmobileError as e:
+        print(f"tfmobile: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tfmobile: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

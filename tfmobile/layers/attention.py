@@ -1,0 +1,130 @@
+"""Multi-head attention with separate query/key and value widths, and a key/value cache.
+
+Vaswani et al. 2017, section 3.2.2:
+    MultiHead(Q, K, V) = Concat(head_1..head_H) W_O,  head_h = softmax(Q W_Q^h (K W_K^h)^T / sqrt(d_k)) V W_V^h
+
+Widths are free per layer (HAT's elastic heads and TPrune's shrunk matrices need that): W_Q and W_K map
+to `qk_dim` (= H * d_k), W_V to `v_dim` (= H * d_v), W_O maps `v_dim` back to `output_dim`.
+
+Besides `call` (whole sequences) the layer exposes the pieces incremental decoding needs:
+`project_key_value` (once per source sentence, for encoder-decoder attention), `project_query` and
+`attend`, and `update_cache`, which writes one step's key/value at a position of a fixed-shape cache
+(static shapes are what LiteRT's GPU path needs).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+NEG_INF = -1e9
+
+
+def split_heads(x, num_heads: int):
+    """[B, T, H*d] -> [B, H, T, d]."""
+    b, t = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [b, t, num_heads, x.shape[-1] // num_heads])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x):
+    """[B, H, T, d] -> [B, T, H*d]."""
+    b, t = tf.shape(x)[0], tf.shape(x)[2]
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [b, t, x.shape[2] * x.shape[3]])
+
+
+def padding_bias(mask):
+    """float mask [B, S] (1 = token) -> additive bias [B, 1, 1, S] (0 or -1e9)."""
+    return (1.0 - mask)[:, None, None, :] * NEG_INF
+
+
+def causal_bias(length):
+    """[1, 1, T, T] additive bias that hides future positions."""
+    allowed = tf.linalg.band_part(tf.ones([length, length]), -1, 0)
+    return ((1.0 - allowed) * NEG_INF)[None, None]
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention.
+
+    Args:
+        num_heads: H.
+        qk_dim: total query/key width, H * d_k.
+        v_dim: total value width, H * d_v.
+        output_dim: width of the output (the model dim).
+        dropout: dropout on the attention probabilities.
+        causal: hide future positions (decoder self-attention).
+
+    Call: `layer([query, key_value, key_mask])` with query [B, T, d_q], key_value [B, S, d_kv] and
+    key_mask [B, S] (1 = token, 0 = padding) -> [B, T, output_dim].
+    """
+
+    def __init__(self, num_heads: int, qk_dim: int, v_dim: int, output_dim: int, dropout: float = 0.0,
+                 causal: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.qk_dim = qk_dim
+        self.v_dim = v_dim
+        self.output_dim = output_dim
+        self.dropout = dropout
+        self.causal = causal
+
+    def build(self, input_shape):
+        query_shape, kv_shape = input_shape[0], input_shape[1]
+        init = keras.initializers.GlorotUniform()
+        self.query_dense = keras.layers.Dense(self.qk_dim, kernel_initializer=init, name="query")
+        self.key_dense = keras.layers.Dense(self.qk_dim, kernel_initializer=init, name="key")
+        self.value_dense = keras.layers.Dense(self.v_dim, kernel_initializer=init, name="value")
+        self.output_dense = keras.layers.Dense(self.output_dim, kernel_initializer=init, name="output")
+        self.query_dense.build(query_shape)
+        self.key_dense.build(kv_shape)
+        self.value_dense.build(kv_shape)
+        self.output_dense.build(tuple(query_shape[:-1]) + (self.v_dim,))
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        super().build(input_shape)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def project_query(self, query):
+        head_dim = self.qk_dim // self.num_heads
+        return split_heads(self.query_dense(query), self.num_heads) * head_dim**-0.5
+
+    def project_key_value(self, key_value):
+        """[B, S, d] -> keys [B, H, S, d_k], values [B, H, S, d_v]."""
+        return (split_heads(self.key_dense(key_value), self.num_heads),
+                split_heads(self.value_dense(key_value), self.num_heads))
+
+    def attend(self, q, k, v, bias, training=None):
+        """Scaled q [B,H,T,dk], k [B,H,S,dk], v [B,H,S,dv], additive bias broadcastable to [B,H,T,S]."""
+        scores = tf.matmul(q, k, transpose_b=True) + bias
+        probs = tf.nn.softmax(scores, axis=-1)
+        probs = self.dropout_layer(probs, training=training)
+        return self.output_dense(merge_heads(tf.matmul(probs, v)))
+
+    @staticmethod
+    def update_cache(cache, new, position):
+        """Write new [B, H, 1, d] at `position` of a fixed-shape cache [B, H, T_max, d]."""
+        onehot = tf.one_hot(position, tf.shape(cache)[2], dtype=cache.dtype)[None, None, :, None]
+        return cache + onehot * (new - cache)
+
+    # -- whole sequences -----------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        query, key_value, key_mask = inputs
+        q = self.project_query(query)
+        k, v = self.project_key_value(key_value)
+        bias = padding_bias(key_mask)
+        if self.causal:
+            bias = bias + causal_bias(tf.shape(query)[1])
+        return self.attend(q, k, v, bias, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "qk_dim": self.qk_dim,
+            "v_dim": self.v_dim,
+            "output_dim": self.output_dim,
+            "dropout": self.dropout,
+            "causal": self.causal,
+        }

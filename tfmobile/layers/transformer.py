@@ -1,0 +1,203 @@
+"""Transformer encoder and decoder layers (Vaswani et al. 2017, section 3.1), pre- or post-norm.
+
+Post-norm (the paper): x = LayerNorm(x + Dropout(Sublayer(x))).
+Pre-norm (fairseq `normalize_before`, more stable for deep or small-batch training):
+x = x + Dropout(Sublayer(LayerNorm(x))); the stack then ends with a final LayerNorm.
+
+A decoder layer attends to `memory`, which the model builds as the concatenation along time of the
+outputs of the last k encoder layers (HAT's arbitrary encoder-decoder attention, k = 1 is standard).
+The decoder layer also has `step`, one token of incremental decoding with a fixed-shape self-attention
+cache and precomputed encoder-decoder keys and values.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmobile.layers.attention import MultiHeadAttention, padding_bias
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class FeedForward(keras.layers.Layer):
+    """Position-wise FFN: W_2 act(W_1 x + b_1) + b_2 (section 3.3). [B, T, d] -> [B, T, d]."""
+
+    def __init__(self, ffn_dim: int, output_dim: int, activation: str = "relu", activation_dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.ffn_dim = ffn_dim
+        self.output_dim = output_dim
+        self.activation = activation
+        self.activation_dropout = activation_dropout
+
+    def build(self, input_shape):
+        init = keras.initializers.GlorotUniform()
+        self.fc1 = keras.layers.Dense(self.ffn_dim, activation=self.activation, kernel_initializer=init, name="fc1")
+        self.fc2 = keras.layers.Dense(self.output_dim, kernel_initializer=init, name="fc2")
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.ffn_dim,))
+        self.dropout_layer = keras.layers.Dropout(self.activation_dropout)
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        return self.fc2(self.dropout_layer(self.fc1(x), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "ffn_dim": self.ffn_dim, "output_dim": self.output_dim,
+                "activation": self.activation, "activation_dropout": self.activation_dropout}
+
+
+class _Residual:
+    """Shared pre/post-norm residual wiring for encoder and decoder layers."""
+
+    def _residual(self, x, norm, fn, training):
+        h = norm(x) if self.normalize_before else x
+        h = self.dropout_layer(fn(h), training=training)
+        x = x + h
+        return x if self.normalize_before else norm(x)
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TransformerEncoderLayer(_Residual, keras.layers.Layer):
+    """Self-attention + FFN. Call `layer([x, mask])`: x [B, S, d], mask [B, S] -> [B, S, d].
+
+    Args:
+        num_heads, qk_dim, v_dim: self-attention heads and widths.
+        ffn_dim: FFN hidden width.
+        normalize_before: pre-norm if True, post-norm otherwise.
+        dropout, attention_dropout, activation_dropout: as in fairseq.
+        activation: FFN activation.
+    """
+
+    def __init__(self, num_heads: int, qk_dim: int, v_dim: int, ffn_dim: int, normalize_before: bool = True,
+                 dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
+                 activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.qk_dim = qk_dim
+        self.v_dim = v_dim
+        self.ffn_dim = ffn_dim
+        self.normalize_before = normalize_before
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.activation = activation
+
+    def build(self, input_shape):
+        x_shape = input_shape[0]
+        d = x_shape[-1]
+        self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d,
+                                                 dropout=self.attention_dropout, name="self_attention")
+        self.self_attention.build([x_shape, x_shape, input_shape[1]])
+        self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
+        self.self_attention_norm.build(x_shape)
+        self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
+        self.ffn.build(x_shape)
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ffn_norm")
+        self.ffn_norm.build(x_shape)
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x, mask = inputs
+        x = self._residual(x, self.self_attention_norm,
+                           lambda h: self.self_attention([h, h, mask], training=training), training)
+        return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
+                "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before, "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
+                "activation": self.activation}
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TransformerDecoderLayer(_Residual, keras.layers.Layer):
+    """Causal self-attention + encoder-decoder attention + FFN.
+
+    Call `layer([x, memory, memory_mask])`: x [B, T, d], memory [B, S', d_enc], memory_mask [B, S']
+    -> [B, T, d]. Padded target positions need no mask: they only see earlier positions and the loss
+    ignores them.
+    """
+
+    def __init__(self, num_heads: int, qk_dim: int, v_dim: int, cross_num_heads: int, cross_qk_dim: int,
+                 cross_v_dim: int, ffn_dim: int, normalize_before: bool = True, dropout: float = 0.1,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, activation: str = "relu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.qk_dim = qk_dim
+        self.v_dim = v_dim
+        self.cross_num_heads = cross_num_heads
+        self.cross_qk_dim = cross_qk_dim
+        self.cross_v_dim = cross_v_dim
+        self.ffn_dim = ffn_dim
+        self.normalize_before = normalize_before
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.activation = activation
+
+    def build(self, input_shape):
+        x_shape, memory_shape, memory_mask_shape = input_shape
+        d = x_shape[-1]
+        self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d,
+                                                 dropout=self.attention_dropout, causal=True, name="self_attention")
+        self.self_attention.build([x_shape, x_shape, x_shape[:-1]])
+        self.cross_attention = MultiHeadAttention(self.cross_num_heads, self.cross_qk_dim, self.cross_v_dim, d,
+                                                  dropout=self.attention_dropout, name="cross_attention")
+        self.cross_attention.build([x_shape, memory_shape, memory_mask_shape])
+        self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
+        self.ffn.build(x_shape)
+        self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
+        self.cross_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="cross_attention_norm")
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ffn_norm")
+        for norm in (self.self_attention_norm, self.cross_attention_norm, self.ffn_norm):
+            norm.build(x_shape)
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x, memory, memory_mask = inputs
+        ones = tf.ones(tf.shape(x)[:2], x.dtype)
+        x = self._residual(x, self.self_attention_norm,
+                           lambda h: self.self_attention([h, h, ones], training=training), training)
+        x = self._residual(x, self.cross_attention_norm,
+                           lambda h: self.cross_attention([h, memory, memory_mask], training=training), training)
+        return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
+
+    def step(self, x, position, cache_k, cache_v, cross_k, cross_v, memory_bias):
+        """One decoding step.
+
+        x [B, 1, d]; position: scalar int (index of this token); cache_k/cache_v [B, H, T_max, d_h] hold
+        the keys/values of earlier positions; cross_k/cross_v: `cross_attention.project_key_value(memory)`;
+        memory_bias: `padding_bias(memory_mask)`. Returns (x, cache_k, cache_v) with this step written.
+        """
+        attn = self.self_attention
+
+        def self_attend(h):
+            k, v = attn.project_key_value(h)
+            new_k = attn.update_cache(cache_k, k, position)
+            new_v = attn.update_cache(cache_v, v, position)
+            visible = tf.cast(tf.range(tf.shape(cache_k)[2]) <= position, x.dtype)
+            out = attn.attend(attn.project_query(h), new_k, new_v, ((1.0 - visible) * -1e9)[None, None, None, :])
+            caches.extend([new_k, new_v])
+            return out
+
+        caches = []
+        x = self._residual(x, self.self_attention_norm, self_attend, False)
+        cross = self.cross_attention
+        x = self._residual(x, self.cross_attention_norm,
+                           lambda h: cross.attend(cross.project_query(h), cross_k, cross_v, memory_bias), False)
+        x = self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=False), False)
+        return x, caches[0], caches[1]
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
+                "cross_num_heads": self.cross_num_heads, "cross_qk_dim": self.cross_qk_dim,
+                "cross_v_dim": self.cross_v_dim, "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before,
+                "dropout": self.dropout, "attention_dropout": self.attention_dropout,
+                "activation_dropout": self.activation_dropout, "activation": self.activation}
+
+
+__all__ = ["FeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer", "padding_bias"]
