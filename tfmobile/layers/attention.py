@@ -73,11 +73,10 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         query_shape, kv_shape = input_shape[0], input_shape[1]
-        init = keras.initializers.GlorotUniform()
-        self.query_dense = keras.layers.Dense(self.qk_dim, kernel_initializer=init, name="query")
-        self.key_dense = keras.layers.Dense(self.qk_dim, kernel_initializer=init, name="key")
-        self.value_dense = keras.layers.Dense(self.v_dim, kernel_initializer=init, name="value")
-        self.output_dense = keras.layers.Dense(self.output_dim, kernel_initializer=init, name="output")
+        self.query_dense = keras.layers.Dense(self.qk_dim, kernel_initializer="glorot_uniform", name="query")
+        self.key_dense = keras.layers.Dense(self.qk_dim, kernel_initializer="glorot_uniform", name="key")
+        self.value_dense = keras.layers.Dense(self.v_dim, kernel_initializer="glorot_uniform", name="value")
+        self.output_dense = keras.layers.Dense(self.output_dim, kernel_initializer="glorot_uniform", name="output")
         self.query_dense.build(query_shape)
         self.key_dense.build(kv_shape)
         self.value_dense.build(kv_shape)

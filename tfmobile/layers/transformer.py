@@ -31,9 +31,8 @@ class FeedForward(keras.layers.Layer):
         self.activation_dropout = activation_dropout
 
     def build(self, input_shape):
-        init = keras.initializers.GlorotUniform()
-        self.fc1 = keras.layers.Dense(self.ffn_dim, activation=self.activation, kernel_initializer=init, name="fc1")
-        self.fc2 = keras.layers.Dense(self.output_dim, kernel_initializer=init, name="fc2")
+        self.fc1 = keras.layers.Dense(self.ffn_dim, activation=self.activation, kernel_initializer="glorot_uniform", name="fc1")
+        self.fc2 = keras.layers.Dense(self.output_dim, kernel_initializer="glorot_uniform", name="fc2")
         self.fc1.build(input_shape)
         self.fc2.build(tuple(input_shape[:-1]) + (self.ffn_dim,))
         self.dropout_layer = keras.layers.Dropout(self.activation_dropout)
