@@ -4,8 +4,8 @@
 VENV      ?= .venv
 PYTHON    ?= python3
 BIN       := $(VENV)/bin
-# The corpora (SWORD Bible modules + tools, the Ding dictionary) and what a bare Debian lacks to make a venv.
-APT_PACKAGES := sword-text-sparv sword-text-web diatheke trans-de-en python3-venv python3-dev
+# The corpora (SWORD Bible modules + Python bindings, the Ding dictionary) and what a bare Debian lacks to make a venv.
+APT_PACKAGES := sword-text-sparv sword-text-web python3-sword trans-de-en python3-venv python3-dev
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: quickstart test test-slow deps apt venv clean

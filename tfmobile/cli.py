@@ -40,8 +40,8 @@ def _apply_train_overrides(exp, args):
             setattr(t, name, value)
     if getattr(args, "time_budget", None) is not None:
         t.time_budget_minutes = args.time_budget
-    if getattr(args, "no_jit", False):
-        t.jit_compile = False
+    if getattr(args, "jit", None) is not None:
+        t.jit_compile = args.jit
     if getattr(args, "corpus", None):
         exp.data.corpus = args.corpus
     return exp
@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"])
     p.add_argument("--seed", type=int)
     p.add_argument("--corpus", help="override data.corpus")
-    p.add_argument("--no-jit", action="store_true", help="plain graph mode instead of XLA")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile the training step (default from the config: off, it measured slower here)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
 

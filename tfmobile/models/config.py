@@ -140,7 +140,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float | None = None
     seed: int = 1
-    jit_compile: bool = True
+    # XLA measured slower than graph mode for our models on a 2-core CPU (benchmarks/xla_vs_graph.py)
+    jit_compile: bool = False
     strategy: str = "default"  # default | mirrored | multi-worker
     time_budget_minutes: float | None = None  # stop after the epoch that crosses the budget
 
