@@ -16,6 +16,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tfmobile.errors import TfmobileError  # noqa: E402
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA probing) are printed
+    before any log level applies and would bury our one-line errors."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # probes CUDA now, while muted
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+NO_TENSORFLOW = {"profile", "presets"}
+
+
 def _add_data_dir(p):
     p.add_argument("--data-dir", default=None,
                    help="where prepared corpora are cached (default: $TFMOBILE_DATA_DIR or ~/.cache/tfmobile/data)")
@@ -199,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verb not in NO_TENSORFLOW:
+        _import_tensorflow_quietly()
     try:
         args.func(args)
     except TfmobileError as e:

@@ -264,9 +264,8 @@ def experiment_from_dict(raw: dict, name: str = "custom") -> ExperimentConfig:
         data=_fill(DataConfig, raw.get("data") or {}, "data"),
         train=_fill(TrainConfig, raw.get("train") or {}, "train"),
     )
-    if exp.data.joint_vocab and exp.model.share_embeddings is False:
-        pass  # separate embeddings over a joint vocabulary are allowed
-    exp.model.vocab_size = exp.data.vocab_size
+    if "vocab_size" not in model_raw:  # a trained run records the tokenizer's real size in the model section
+        exp.model.vocab_size = exp.data.vocab_size
     return exp
 
 

@@ -163,8 +163,9 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     if has_ckpt and not resume:
         raise ConfigError(f"{run_dir} already holds a trained model: pass --resume to continue it, "
                           "or choose another --out directory")
-    if resume and has_ckpt:
-        exp = experiment_from_dict(load_yaml(files.config), name=exp.name)  # the run's own config wins
+    if resume and has_ckpt:  # the checkpoint fixes model and data; the train section may change (e.g. --epochs)
+        saved = experiment_from_dict(load_yaml(files.config), name=exp.name)
+        exp.model, exp.data = saved.model, saved.data
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(exp.train.seed)
 
@@ -193,7 +194,8 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     manager = tf.train.CheckpointManager(ckpt, files.checkpoints, max_to_keep=2)
     seconds_before = 0.0
     if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint)
+        optimizer.build(model.trainable_variables)  # create the slots so the restore fills them now
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         if os.path.exists(files.state):
             with open(files.state) as f:
                 seconds_before = json.load(f).get("train_seconds", 0.0)
