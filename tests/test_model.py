@@ -121,3 +121,20 @@ def test_every_preset_builds_a_config():
 
     for name in preset_names():
         load_config(name).model.validate()
+
+
+def test_mixed_bfloat16_model_gives_float32_logits_close_to_float32():
+    cfg = tiny()
+    keras.utils.set_random_seed(5)
+    reference = build_transformer(cfg)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_transformer(cfg)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    src = tf.constant([[5, 6, 7, EOS_ID]])
+    tgt = tf.constant([[BOS_ID, 5, 6]])
+    out = mixed([src, tgt])
+    assert out.dtype == tf.float32
+    np.testing.assert_allclose(out.numpy(), reference([src, tgt]).numpy(), atol=0.15)

@@ -39,9 +39,9 @@ def padding_bias(mask):
     return (1.0 - mask)[:, None, None, :] * NEG_INF
 
 
-def causal_bias(length):
+def causal_bias(length, dtype=tf.float32):
     """[1, 1, T, T] additive bias that hides future positions."""
-    allowed = tf.linalg.band_part(tf.ones([length, length]), -1, 0)
+    allowed = tf.linalg.band_part(tf.ones([length, length], dtype), -1, 0)
     return ((1.0 - allowed) * NEG_INF)[None, None]
 
 
@@ -114,7 +114,7 @@ class MultiHeadAttention(keras.layers.Layer):
         k, v = self.project_key_value(key_value)
         bias = padding_bias(key_mask)
         if self.causal:
-            bias = bias + causal_bias(tf.shape(query)[1])
+            bias = bias + causal_bias(tf.shape(query)[1], bias.dtype)
         return self.attend(q, k, v, bias, training=training)
 
     def get_config(self):

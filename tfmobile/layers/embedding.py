@@ -65,14 +65,14 @@ class TokenEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, reverse: bool = False, start_position=0):
-        if reverse:
-            return tf.matmul(inputs, self.embeddings, transpose_b=True)
+        if reverse:  # logits leave in float32 even under a mixed policy: the softmax needs the range
+            return tf.cast(tf.matmul(inputs, self.embeddings, transpose_b=True), tf.float32)
         x = tf.gather(self.embeddings, inputs)
         if self.scale:
             x = x * math.sqrt(self.embed_dim)
         length = tf.shape(inputs)[1]
         pos = tf.slice(self.positions, tf.stack([start_position, 0]), tf.stack([length, self.embed_dim]))
-        return x + pos[None]
+        return x + tf.cast(pos[None], x.dtype)
 
     def compute_mask(self, inputs, mask=None):
         return None

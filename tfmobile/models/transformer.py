@@ -73,5 +73,5 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
     if cfg.tie_output:
         logits = decoder_embedding(y, reverse=True)
     else:
-        logits = keras.layers.Dense(cfg.vocab_size, use_bias=False, name="output_projection")(y)
+        logits = keras.layers.Dense(cfg.vocab_size, use_bias=False, dtype="float32", name="output_projection")(y)
     return keras.Model([source, target], logits, name=name)

@@ -183,7 +183,19 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
                              t.max_tokens, max_len)
 
+    if t.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+        raise ConfigError(f"train.precision must be float32, mixed_bfloat16 or mixed_float16, not {t.precision!r}")
     strategy = make_strategy(t.strategy)
+    keras.mixed_precision.set_global_policy(t.precision)
+    try:
+        return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose):
+    t = exp.train
+    run_dir = files.root
     with strategy.scope():
         model = build_transformer(exp.model)
         optimizer = build_optimizer(t)

@@ -1,11 +1,12 @@
-"""Training-step speed of XLA (`jit_compile=True`) against plain graph mode, side by side in one run.
+"""Training-step speed of the ways to run a step, side by side in one run.
 
-Both paths train the same model (a preset, default `small`) on the same fixed batch shapes; the first
-steps (tracing, XLA compilation) are excluded, then the two are timed alternately in rounds so a
-noisy neighbour slows both alike. Prints and writes benchmarks/results/xla_vs_graph.json:
-ms per step for each and the graph/XLA ratio (above 1.0 means XLA is faster).
+Variants: plain graph mode in float32 (the reference), XLA (`jit_compile=True`) in float32, and graph
+mode under the `mixed_bfloat16` policy. All train the same model (a preset, default `small`) on the
+same fixed batch; the first step (tracing, XLA compilation) is timed apart, then the variants are
+timed in turn over several rounds so a noisy neighbour slows all alike. Prints and writes
+benchmarks/results/train_step_speed.json: ms per step and the speed-up over graph float32.
 
-    python benchmarks/xla_vs_graph.py --config small --batch 192 --length 32 --rounds 5 --steps 5
+    python benchmarks/train_step_speed.py --config small --batch 128 --length 32 --rounds 3 --steps 3
 """
 
 from __future__ import annotations
@@ -45,42 +46,47 @@ def make_step(model, jit: bool):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="small")
-    ap.add_argument("--batch", type=int, default=192)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--length", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per path per round")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "xla_vs_graph.json"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train_step_speed.json"))
     args = ap.parse_args()
 
     exp = load_config(args.config)
     rng = np.random.default_rng(0)
     v = exp.model.vocab_size
     batch = [tf.constant(rng.integers(4, v, (args.batch, args.length)), tf.int32) for _ in range(3)]
+    variants = {"graph_float32": (False, "float32"), "xla_float32": (True, "float32"),
+                "graph_mixed_bfloat16": (False, "mixed_bfloat16")}
     steps, compile_s = {}, {}
-    for name, jit in (("xla", True), ("graph", False)):
+    for name, (jit, policy) in variants.items():
         keras.utils.set_random_seed(1)
+        keras.mixed_precision.set_global_policy(policy)
         steps[name] = make_step(build_transformer(exp.model), jit)
+        keras.mixed_precision.set_global_policy("float32")
         t = time.perf_counter()
         float(steps[name](*batch))
         compile_s[name] = time.perf_counter() - t
-    times = {"xla": [], "graph": []}
+    times = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name in ("xla", "graph"):
+        for name in variants:
             t = time.perf_counter()
             for _ in range(args.steps):
                 loss = steps[name](*batch)
             float(loss)
             times[name].append((time.perf_counter() - t) / args.steps * 1000)
     ms = {k: float(np.median(v)) for k, v in times.items()}
+    ref = ms["graph_float32"]
     result = {
         "config": exp.name, "batch": args.batch, "length": args.length, "tokens_per_step": args.batch * args.length,
-        "ms_per_step": ms, "first_step_seconds": compile_s, "graph_over_xla": ms["graph"] / ms["xla"],
-        "threads": os.cpu_count(),
+        "ms_per_step": ms, "speedup_over_graph_float32": {k: ref / v for k, v in ms.items()},
+        "first_step_seconds": compile_s, "cpu_count": os.cpu_count(),
     }
     atomic_write_text(args.out, json.dumps(result, indent=2))
-    print(f"{exp.name}, batch {args.batch} x {args.length}: XLA {ms['xla']:.0f} ms/step, graph {ms['graph']:.0f} "
-          f"ms/step -> graph/XLA = {result['graph_over_xla']:.2f}x  (first step: XLA {compile_s['xla']:.1f}s, "
-          f"graph {compile_s['graph']:.1f}s)")
+    print(f"{exp.name}, batch {args.batch} x {args.length} tokens")
+    for name in variants:
+        print(f"  {name:22s} {ms[name]:7.0f} ms/step  {ref / ms[name]:5.2f}x  (first step {compile_s[name]:.1f} s)")
 
 
 if __name__ == "__main__":
