@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 

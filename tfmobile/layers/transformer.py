@@ -46,27 +46,9 @@ class FeedForward(keras.layers.Layer):
                 "activation": self.activation, "activation_dropout": self.activation_dropout}
 
 
-class _Residual:
-    """Shared pre/post-norm residual wiring for encoder and decoder layers."""
-
-    def _residual(self, x, norm, fn, training):
-        h = norm(x) if self.normalize_before else x
-        h = self.dropout_layer(fn(h), training=training)
-        x = x + h
-        return x if self.normalize_before else norm(x)
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class TransformerEncoderLayer(_Residual, keras.layers.Layer):
-    """Self-attention + FFN. Call `layer([x, mask])`: x [B, S, d], mask [B, S] -> [B, S, d].
-
-    Args:
-        num_heads, qk_dim, v_dim: self-attention heads and widths.
-        ffn_dim: FFN hidden width.
-        normalize_before: pre-norm if True, post-norm otherwise.
-        dropout, attention_dropout, activation_dropout: as in fairseq.
-        activation: FFN activation.
-    """
+class _TransformerLayer(keras.layers.Layer):
+    """What encoder and decoder layers share: the hyper-parameters of self-attention and FFN, and the
+    pre/post-norm residual wiring."""
 
     def __init__(self, num_heads: int, qk_dim: int, v_dim: int, ffn_dim: int, normalize_before: bool = True,
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
@@ -81,6 +63,31 @@ class TransformerEncoderLayer(_Residual, keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
         self.activation = activation
+
+    def _residual(self, x, norm, fn, training):
+        h = norm(x) if self.normalize_before else x
+        h = self.dropout_layer(fn(h), training=training)
+        x = x + h
+        return x if self.normalize_before else norm(x)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
+                "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before, "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
+                "activation": self.activation}
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TransformerEncoderLayer(_TransformerLayer):
+    """Self-attention + FFN. Call `layer([x, mask])`: x [B, S, d], mask [B, S] -> [B, S, d].
+
+    Args:
+        num_heads, qk_dim, v_dim: self-attention heads and widths.
+        ffn_dim: FFN hidden width.
+        normalize_before: pre-norm if True, post-norm otherwise.
+        dropout, attention_dropout, activation_dropout: as in fairseq.
+        activation: FFN activation.
+    """
 
     def build(self, input_shape):
         x_shape = input_shape[0]
@@ -103,39 +110,25 @@ class TransformerEncoderLayer(_Residual, keras.layers.Layer):
                            lambda h: self.self_attention([h, h, mask], training=training), training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
 
-    def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
-                "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before, "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
-                "activation": self.activation}
-
 
 @keras.utils.register_keras_serializable(package="tfmobile")
-class TransformerDecoderLayer(_Residual, keras.layers.Layer):
+class TransformerDecoderLayer(_TransformerLayer):
     """Causal self-attention + encoder-decoder attention + FFN.
 
     Call `layer([x, memory, memory_mask])`: x [B, T, d], memory [B, S', d_enc], memory_mask [B, S']
     -> [B, T, d]. Padded target positions need no mask: they only see earlier positions and the loss
     ignores them.
+
+    Args: as `TransformerEncoderLayer`, plus cross_num_heads, cross_qk_dim, cross_v_dim: heads and
+    widths of the encoder-decoder attention.
     """
 
     def __init__(self, num_heads: int, qk_dim: int, v_dim: int, cross_num_heads: int, cross_qk_dim: int,
-                 cross_v_dim: int, ffn_dim: int, normalize_before: bool = True, dropout: float = 0.1,
-                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, activation: str = "relu",
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.qk_dim = qk_dim
-        self.v_dim = v_dim
+                 cross_v_dim: int, ffn_dim: int, **kwargs):
+        super().__init__(num_heads, qk_dim, v_dim, ffn_dim, **kwargs)
         self.cross_num_heads = cross_num_heads
         self.cross_qk_dim = cross_qk_dim
         self.cross_v_dim = cross_v_dim
-        self.ffn_dim = ffn_dim
-        self.normalize_before = normalize_before
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation_dropout = activation_dropout
-        self.activation = activation
 
     def build(self, input_shape):
         x_shape, memory_shape, memory_mask_shape = input_shape
@@ -192,11 +185,8 @@ class TransformerDecoderLayer(_Residual, keras.layers.Layer):
         return x, caches[0], caches[1]
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
-                "cross_num_heads": self.cross_num_heads, "cross_qk_dim": self.cross_qk_dim,
-                "cross_v_dim": self.cross_v_dim, "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before,
-                "dropout": self.dropout, "attention_dropout": self.attention_dropout,
-                "activation_dropout": self.activation_dropout, "activation": self.activation}
+        return {**super().get_config(), "cross_num_heads": self.cross_num_heads, "cross_qk_dim": self.cross_qk_dim,
+                "cross_v_dim": self.cross_v_dim}
 
 
 __all__ = ["FeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer", "padding_bias"]
