@@ -98,7 +98,8 @@ def cmd_translate(args):
 
 def evaluate_run(model_dir: str, split: str = "test", beam: int = 4, length_penalty: float = 1.0,
                  limit: int | None = None, data_dir: str | None = None, batch_size: int = 32,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, keep_pairs: bool = False) -> dict:
+    """sacreBLEU of a run on a split; with keep_pairs, also the (source, reference, hypothesis) triples."""
     from tfmobile.data import prepare_corpus
     from tfmobile.decoding import Translator, score
 
@@ -116,6 +117,8 @@ def evaluate_run(model_dir: str, split: str = "test", beam: int = 4, length_pena
     result = score(hyps, [t for _, t in pairs])
     result.update({"corpus": prepared.corpus, "split": split, "beam": beam, "length_penalty": length_penalty,
                    "too_long": len(pairs) - len(fits)})
+    if keep_pairs:
+        result["pairs"] = [(s, t, h) for (s, t), h in zip(pairs, hyps)]
     return result
 
 

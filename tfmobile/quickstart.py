@@ -54,7 +54,7 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
     print(f"training {exp.name} for at most {exp.train.time_budget_minutes:.1f} minutes", flush=True)
     state = train(exp, run_dir, data_dir=data_dir, verbose=2)
 
-    result = evaluate_run(run_dir, "test", beam=4, data_dir=data_dir, batch_size=64)
+    result = evaluate_run(run_dir, "test", beam=4, data_dir=data_dir, batch_size=64, keep_pairs=True)
     counts = profile(exp.model, src_len=30, tgt_len=30)
     report = {
         "corpus": prepared.corpus,
@@ -71,7 +71,7 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
         "total_seconds": round(time.monotonic() - start, 1),
         "run_dir": run_dir,
     }
-    report["samples"] = _samples(run_dir, prepared)
+    report["samples"] = [{"source": s, "reference": t, "hypothesis": h} for s, t, h in result["pairs"][:3]]
     os.makedirs(report_dir, exist_ok=True)
     atomic_write_text(os.path.join(report_dir, "report.json"), json.dumps(report, indent=2, ensure_ascii=False))
     md = report_markdown(report)
@@ -79,10 +79,3 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
     print(md)
     return report
 
-
-def _samples(run_dir, prepared, n: int = 3) -> list[dict]:
-    from tfmobile.decoding import Translator
-
-    pairs = prepared.read("test")[:n]
-    hyps = Translator.from_run(run_dir, beam_size=4).translate([s for s, _ in pairs])
-    return [{"source": s, "reference": t, "hypothesis": h} for (s, t), h in zip(pairs, hyps)]
