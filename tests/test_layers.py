@@ -144,12 +144,12 @@ def test_decoder_step_equals_full_sequence(normalize_before):
     memory = RNG.normal(size=(2, 4, 8)).astype(np.float32)
     mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32)
     full = layer([y, memory, mask]).numpy()
-    ck = tf.zeros([2, 2, T_max, 4])
-    cv = tf.zeros([2, 2, T_max, 6])
+    cache = layer.initial_cache(2, T_max)
+    assert cache[0].shape == (2, 2, T_max, 4) and cache[1].shape == (2, 2, T_max, 6)
     xk, xv = layer.cross_attention.project_key_value(tf.constant(memory))
     bias = padding_bias(tf.constant(mask))
     for t in range(T):
-        out, ck, cv = layer.step(tf.constant(y[:, t:t + 1]), tf.constant(t), ck, cv, xk, xv, bias)
+        out, cache = layer.step(tf.constant(y[:, t:t + 1]), tf.constant(t), cache, xk, xv, bias)
         np.testing.assert_allclose(out.numpy()[:, 0], full[:, t], atol=1e-5)
 
 

@@ -56,9 +56,18 @@ def test_bad_model_config_is_a_config_error(raw, message):
         model_config_from_dict(raw)
 
 
-@pytest.mark.parametrize("normalize_before,tie,share", [(True, True, True), (False, False, False)])
-def test_functional_model_roundtrips_and_counts_as_profiler(normalize_before, tie, share):
-    cfg = tiny(normalize_before=normalize_before, tie_output=tie, share_embeddings=share)
+LITE = {  # Lite Transformer layers: LSRA with lightweight (encoder) and dynamic (decoder) convolutions
+    "encoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra", "kernel_size": [3, 5],
+                "conv_type": "lightweight", "glu": False},
+    "decoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": ["lsra", "attention"], "kernel_size": 3,
+                "conv_type": "dynamic", "conv_heads": 4, "encoder_layers_attended": [1, 2]},
+}
+
+
+@pytest.mark.parametrize("normalize_before,tie,share,layers", [(True, True, True, {}), (False, False, False, {}),
+                                                                (False, True, True, LITE)])
+def test_functional_model_roundtrips_and_counts_as_profiler(normalize_before, tie, share, layers):
+    cfg = tiny(normalize_before=normalize_before, tie_output=tie, share_embeddings=share, **layers)
     model = build_transformer(cfg)
     src = tf.constant([[5, 6, 7, EOS_ID, 0], [8, 9, EOS_ID, 0, 0]])
     tgt = tf.constant([[BOS_ID, 5, 6], [BOS_ID, 7, 0]])
@@ -79,9 +88,9 @@ def full_greedy(model, src, steps):
     return tgt[:, 1:]
 
 
-@pytest.mark.parametrize("normalize_before", [True, False])
-def test_incremental_greedy_equals_recomputing_the_prefix(normalize_before):
-    cfg = tiny(normalize_before=normalize_before)
+@pytest.mark.parametrize("normalize_before,layers", [(True, {}), (False, {}), (True, LITE)])
+def test_incremental_greedy_equals_recomputing_the_prefix(normalize_before, layers):
+    cfg = tiny(normalize_before=normalize_before, **layers)
     keras.utils.set_random_seed(3)
     model = build_transformer(cfg)
     src = tf.constant([[5, 6, 7, 8, EOS_ID], [9, 10, EOS_ID, 0, 0]])

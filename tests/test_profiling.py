@@ -188,16 +188,16 @@ def test_bad_lengths_are_rejected(bad):
 
 def test_unknown_layer_kind_names_the_layer():
     cfg = tiny()
-    cfg.encoder_layers[1] = dataclasses.replace(cfg.encoder_layers[1], kind="lsra")
-    with pytest.raises(ConfigError, match="encoder layer 1.*'lsra'"):
+    cfg.encoder_layers[1] = dataclasses.replace(cfg.encoder_layers[1], kind="mystery")
+    with pytest.raises(ConfigError, match="encoder layer 1.*'mystery'"):
         count_params(cfg)
 
 
 def test_a_new_layer_kind_contributes_through_its_counter(monkeypatch):
     monkeypatch.setitem(counts._LAYER_COUNTERS, "encoder", dict(counts._LAYER_COUNTERS["encoder"]))
-    register_layer_kind("lsra", encoder=lambda layer, ctx: {"lsra": counts.Cost(7, 11 * ctx.src_len)})
+    register_layer_kind("mystery", encoder=lambda layer, ctx: {"mystery": counts.Cost(7, 11 * ctx.src_len)})
     cfg = tiny()
-    cfg.encoder_layers[0] = dataclasses.replace(cfg.encoder_layers[0], kind="lsra")
+    cfg.encoder_layers[0] = dataclasses.replace(cfg.encoder_layers[0], kind="mystery")
     p = profile(cfg, 5, 5)
-    assert p["breakdown"]["encoder"]["lsra"] == {"params": 7, "mult_adds": 55}
-    assert p["layers"][0]["kind"] == "lsra"
+    assert p["breakdown"]["encoder"]["mystery"] == {"params": 7, "mult_adds": 55}
+    assert p["layers"][0]["kind"] == "mystery"

@@ -62,20 +62,15 @@ class IncrementalDecoder:
 
     # -- decoder -------------------------------------------------------------------------------
     def init_cache(self, batch_size, max_len):
-        caches = []
-        for lc in self.cfg.decoder_layers:
-            h = lc.num_heads
-            caches.append((tf.zeros([batch_size, h, max_len, lc.qk_dim // h]),
-                           tf.zeros([batch_size, h, max_len, lc.v_dim // h])))
-        return caches
+        return [layer.initial_cache(batch_size, max_len) for layer in self.decoder_layers]
 
     def step(self, tokens, position, caches, cross):
         """tokens [B] at `position` -> (log-probabilities [B, V], updated caches)."""
         y = self.decoder_embedding(tokens[:, None], start_position=position)
         new_caches = []
-        for layer, (ck, cv), (xk, xv, xb) in zip(self.decoder_layers, caches, cross):
-            y, ck, cv = layer.step(y, position, ck, cv, xk, xv, xb)
-            new_caches.append((ck, cv))
+        for layer, cache, (xk, xv, xb) in zip(self.decoder_layers, caches, cross):
+            y, cache = layer.step(y, position, cache, xk, xv, xb)
+            new_caches.append(cache)
         if self.decoder_norm is not None:
             y = self.decoder_norm(y)
         logits = (self.decoder_embedding(y, reverse=True) if self.output_projection is None
@@ -158,7 +153,7 @@ def beam_search(decoder: IncrementalDecoder, source, max_len, beam_size: int = 4
         alive_seq = tf.gather(top_seq, alive_idx, batch_dims=1)
         parent = tf.gather(top_beam, alive_idx, batch_dims=1)
         tokens = tf.reshape(tf.gather(top_tok, alive_idx, batch_dims=1), [-1])
-        caches = [(_gather_beams(ck, parent, batch, k), _gather_beams(cv, parent, batch, k)) for ck, cv in caches]
+        caches = tf.nest.map_structure(lambda c: _gather_beams(c, parent, batch, k), caches)
 
         # stop when no live hypothesis can still beat the worst finished one (log p only falls;
         # the best case divides by the longest possible length)

@@ -36,7 +36,8 @@ def merge_heads(x):
 
 def padding_bias(mask):
     """float mask [B, S] (1 = token) -> additive bias [B, 1, 1, S] (0 or -1e9)."""
-    return (1.0 - mask)[:, None, None, :] * NEG_INF
+    # expand_dims, not [:, None, None, :]: a strided slice with new axes is a Flex op in TFLite
+    return tf.expand_dims(tf.expand_dims(1.0 - mask, 1), 1) * NEG_INF
 
 
 def causal_bias(length, dtype=tf.float32):
@@ -106,6 +107,23 @@ class MultiHeadAttention(keras.layers.Layer):
         """Write new [B, H, 1, d] at `position` of a fixed-shape cache [B, H, T_max, d]."""
         onehot = tf.one_hot(position, tf.shape(cache)[2], dtype=cache.dtype)[None, None, :, None]
         return cache + onehot * (new - cache)
+
+    def step(self, query, position, cache_k, cache_v):
+        """One step of causal self-attention: query [B, 1, d] at `position` attends to the cached keys and
+        values of positions <= position. Returns (output [B, 1, output_dim], cache_k, cache_v)."""
+        k, v = self.project_key_value(query)
+        cache_k = self.update_cache(cache_k, k, position)
+        cache_v = self.update_cache(cache_v, v, position)
+        visible = tf.cast(tf.range(tf.shape(cache_k)[2]) <= position, cache_k.dtype)
+        bias = tf.reshape((1.0 - visible) * NEG_INF, [1, 1, 1, -1])  # hide the positions not yet written
+        return self.attend(self.project_query(query), cache_k, cache_v, bias), cache_k, cache_v
+
+    def initial_cache(self, batch_size, max_length, dtype=None):
+        """Zero key and value caches [B, H, max_length, d_k] and [B, H, max_length, d_v]."""
+        dtype = dtype or self.compute_dtype
+        h = self.num_heads
+        return (tf.zeros([batch_size, h, max_length, self.qk_dim // h], dtype),
+                tf.zeros([batch_size, h, max_length, self.v_dim // h], dtype))
 
     # -- whole sequences -----------------------------------------------------------------------
     def call(self, inputs, training=None):

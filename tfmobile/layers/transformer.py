@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmobile.layers.attention import MultiHeadAttention, padding_bias
+from tfmobile.layers.lsra import LongShortRangeAttention
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -52,8 +53,9 @@ class _TransformerLayer(keras.layers.Layer):
 
     def __init__(self, num_heads: int, qk_dim: int, v_dim: int, ffn_dim: int, normalize_before: bool = True,
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation: str = "relu", **kwargs):
+                 activation: str = "relu", lsra: dict | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.lsra = dict(lsra) if lsra else None
         self.num_heads = num_heads
         self.qk_dim = qk_dim
         self.v_dim = v_dim
@@ -63,6 +65,25 @@ class _TransformerLayer(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
         self.activation = activation
+
+    def _build_self_attention(self, x_shape, mask_shape, causal: bool):
+        """Multi-head self-attention, or Long-Short Range Attention when the layer is an `lsra` layer
+        (Lite Transformer: then num_heads are the attention branch's heads and qk_dim/v_dim are unused)."""
+        d = x_shape[-1]
+        if self.lsra is None:
+            self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d, causal=causal,
+                                                     dropout=self.attention_dropout, name="self_attention")
+            self.self_attention.build([x_shape, x_shape, mask_shape])
+        else:
+            self.self_attention = LongShortRangeAttention(self.num_heads, causal=causal,
+                                                          attention_dropout=self.attention_dropout, **self.lsra,
+                                                          name="self_attention")
+            self.self_attention.build([x_shape, mask_shape])
+
+    def _self_attend(self, h, mask, training):
+        if self.lsra is None:
+            return self.self_attention([h, h, mask], training=training)
+        return self.self_attention([h, mask], training=training)
 
     def _residual(self, x, norm, fn, training):
         h = norm(x) if self.normalize_before else x
@@ -74,7 +95,7 @@ class _TransformerLayer(keras.layers.Layer):
         return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
                 "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
-                "activation": self.activation}
+                "activation": self.activation, "lsra": self.lsra}
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -92,9 +113,7 @@ class TransformerEncoderLayer(_TransformerLayer):
     def build(self, input_shape):
         x_shape = input_shape[0]
         d = x_shape[-1]
-        self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d,
-                                                 dropout=self.attention_dropout, name="self_attention")
-        self.self_attention.build([x_shape, x_shape, input_shape[1]])
+        self._build_self_attention(x_shape, input_shape[1], causal=False)
         self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
         self.self_attention_norm.build(x_shape)
         self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
@@ -106,8 +125,7 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def call(self, inputs, training=None):
         x, mask = inputs
-        x = self._residual(x, self.self_attention_norm,
-                           lambda h: self.self_attention([h, h, mask], training=training), training)
+        x = self._residual(x, self.self_attention_norm, lambda h: self._self_attend(h, mask, training), training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
 
 
@@ -133,9 +151,7 @@ class TransformerDecoderLayer(_TransformerLayer):
     def build(self, input_shape):
         x_shape, memory_shape, memory_mask_shape = input_shape
         d = x_shape[-1]
-        self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d,
-                                                 dropout=self.attention_dropout, causal=True, name="self_attention")
-        self.self_attention.build([x_shape, x_shape, x_shape[:-1]])
+        self._build_self_attention(x_shape, x_shape[:-1], causal=True)
         self.cross_attention = MultiHeadAttention(self.cross_num_heads, self.cross_qk_dim, self.cross_v_dim, d,
                                                   dropout=self.attention_dropout, name="cross_attention")
         self.cross_attention.build([x_shape, memory_shape, memory_mask_shape])
@@ -152,37 +168,37 @@ class TransformerDecoderLayer(_TransformerLayer):
     def call(self, inputs, training=None):
         x, memory, memory_mask = inputs
         ones = tf.ones(tf.shape(x)[:2], x.dtype)
-        x = self._residual(x, self.self_attention_norm,
-                           lambda h: self.self_attention([h, h, ones], training=training), training)
+        x = self._residual(x, self.self_attention_norm, lambda h: self._self_attend(h, ones, training), training)
         x = self._residual(x, self.cross_attention_norm,
                            lambda h: self.cross_attention([h, memory, memory_mask], training=training), training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
 
-    def step(self, x, position, cache_k, cache_v, cross_k, cross_v, memory_bias):
+    def initial_cache(self, batch_size, max_length):
+        """The zero state of `step`: (keys, values) caches, plus the convolution state for an lsra layer."""
+        return self.self_attention.initial_cache(batch_size, max_length)
+
+    def step(self, x, position, cache, cross_k, cross_v, memory_bias):
         """One decoding step.
 
-        x [B, 1, d]; position: scalar int (index of this token); cache_k/cache_v [B, H, T_max, d_h] hold
-        the keys/values of earlier positions; cross_k/cross_v: `cross_attention.project_key_value(memory)`;
-        memory_bias: `padding_bias(memory_mask)`. Returns (x, cache_k, cache_v) with this step written.
+        x [B, 1, d]; position: scalar int (index of this token); cache: this layer's state from
+        `initial_cache` or the previous step (fixed-shape key/value caches [B, H, T_max, d_h], plus the last
+        K-1 convolution inputs for an lsra layer); cross_k/cross_v:
+        `cross_attention.project_key_value(memory)`; memory_bias: `padding_bias(memory_mask)`.
+        Returns (x, cache) with this step written.
         """
-        attn = self.self_attention
+        new_cache = []
 
         def self_attend(h):
-            k, v = attn.project_key_value(h)
-            new_k = attn.update_cache(cache_k, k, position)
-            new_v = attn.update_cache(cache_v, v, position)
-            visible = tf.cast(tf.range(tf.shape(cache_k)[2]) <= position, x.dtype)
-            out = attn.attend(attn.project_query(h), new_k, new_v, ((1.0 - visible) * -1e9)[None, None, None, :])
-            caches.extend([new_k, new_v])
+            out, *state = self.self_attention.step(h, position, *cache)
+            new_cache.extend(state)
             return out
 
-        caches = []
         x = self._residual(x, self.self_attention_norm, self_attend, False)
         cross = self.cross_attention
         x = self._residual(x, self.cross_attention_norm,
                            lambda h: cross.attend(cross.project_query(h), cross_k, cross_v, memory_bias), False)
         x = self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=False), False)
-        return x, caches[0], caches[1]
+        return x, tuple(new_cache)
 
     def get_config(self):
         return {**super().get_config(), "cross_num_heads": self.cross_num_heads, "cross_qk_dim": self.cross_qk_dim,

@@ -21,7 +21,8 @@ import yaml
 
 from tfmobile.errors import ConfigError
 
-LAYER_KINDS = ("attention",)
+LAYER_KINDS = ("attention", "lsra")  # lsra: Lite Transformer's Long-Short Range Attention replaces self-attention
+CONV_TYPES = ("lightweight", "dynamic")
 
 
 @dataclass
@@ -33,6 +34,13 @@ class EncoderLayerConfig:
     qk_dim: int  # total width of the query and key projections (all heads)
     v_dim: int  # total width of the value projection (all heads), input of W_O
     kind: str = "attention"
+    # kind "lsra" only (Wu et al. 2020): channels for the attention branch (None: embed_dim // 2; the rest
+    # go to the convolution branch), the convolution and its heads (None: num_heads), GLU before it
+    attention_dim: int | None = None
+    conv_type: str = "lightweight"
+    kernel_size: int = 3
+    conv_heads: int | None = None
+    glu: bool = True
 
 
 @dataclass
@@ -50,6 +58,13 @@ class DecoderLayerConfig:
     # outputs of the last `encoder_layers_attended` encoder layers; 1 is the standard Transformer.
     encoder_layers_attended: int = 1
     kind: str = "attention"
+    # kind "lsra" only (Wu et al. 2020): channels for the attention branch (None: embed_dim // 2; the rest
+    # go to the convolution branch), the convolution and its heads (None: num_heads), GLU before it
+    attention_dim: int | None = None
+    conv_type: str = "lightweight"
+    kernel_size: int = 3
+    conv_heads: int | None = None
+    glu: bool = True
 
 
 @dataclass
@@ -67,6 +82,7 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
+    weight_dropout: float = 0.0  # DropConnect on lightweight/dynamic convolution kernels (lsra layers)
     activation: str = "relu"
     max_source_len: int = 256
     max_target_len: int = 256
@@ -100,6 +116,9 @@ class ModelConfig:
                         raise ConfigError(f"{side} layer {i}: {name}={dim} must be a positive multiple of its heads ({heads})")
                 if l.ffn_dim < 1:
                     raise ConfigError(f"{side} layer {i}: ffn_dim must be positive")
+                if l.kind == "lsra":
+                    d = self.encoder_embed_dim if side == "encoder" else self.decoder_embed_dim
+                    self._validate_lsra(f"{side} layer {i}", l, d)
         for i, l in enumerate(self.decoder_layers):
             if not 1 <= l.encoder_layers_attended <= len(self.encoder_layers):
                 raise ConfigError(
@@ -112,6 +131,21 @@ class ModelConfig:
         if self.vocab_size < 8:
             raise ConfigError("vocab_size must be at least 8")
         return self
+
+    @staticmethod
+    def _validate_lsra(where: str, l, d: int) -> None:
+        d_a = l.attention_dim if l.attention_dim is not None else d // 2
+        d_c = d - d_a
+        conv_heads = l.conv_heads or l.num_heads
+        if l.conv_type not in CONV_TYPES:
+            raise ConfigError(f"{where}: unknown conv_type {l.conv_type!r} (known: {', '.join(CONV_TYPES)})")
+        if not 0 < d_a < d:
+            raise ConfigError(f"{where}: attention_dim={d_a} must leave channels for both branches of d={d}")
+        if d_a % l.num_heads or d_c % conv_heads:
+            raise ConfigError(f"{where}: attention channels {d_a} must be a multiple of num_heads ({l.num_heads}) "
+                              f"and convolution channels {d_c} of conv_heads ({conv_heads})")
+        if l.kernel_size < 1:
+            raise ConfigError(f"{where}: kernel_size must be positive")
 
     @property
     def max_encoder_layers_attended(self) -> int:
@@ -206,13 +240,15 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"model.{side}.num_layers must be a positive integer")
     defaults = {"ffn_dim": 4 * embed_dim, "num_heads": 8, "kind": "attention"}
-    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind"]
+    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind", "attention_dim", "conv_type", "kernel_size",
+            "conv_heads", "glu"]
     if side == "decoder":
         keys += ["cross_num_heads", "cross_qk_dim", "cross_v_dim", "encoder_layers_attended"]
     unknown = set(raw) - set(keys)
     if unknown:
         raise ConfigError(f"model.{side}: unknown key(s) {', '.join(sorted(unknown))} (known: num_layers, {', '.join(keys)})")
-    cols = {k: _per_layer(raw.get(k, defaults.get(k)), n, f"model.{side}.{k}") for k in keys if k in raw or k in defaults}
+    cols = {k: _per_layer(raw[k] if k in raw else defaults[k], n, f"model.{side}.{k}")
+            for k in keys if k in raw or k in defaults}
     layers = []
     for i in range(n):
         d = {k: v[i] for k, v in cols.items()}

@@ -19,6 +19,14 @@ def encoder_memory_names(k: int) -> tuple[str, str]:
     return f"encoder_memory_{k}", f"encoder_memory_mask_{k}"
 
 
+def lsra_settings(cfg: ModelConfig, layer) -> dict | None:
+    """The `lsra` argument of an encoder/decoder layer: None for plain self-attention."""
+    if layer.kind != "lsra":
+        return None
+    return {"attention_dim": layer.attention_dim, "conv_type": layer.conv_type, "kernel_size": layer.kernel_size,
+            "conv_heads": layer.conv_heads, "glu": layer.glu, "weight_dropout": cfg.weight_dropout}
+
+
 def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Model:
     cfg.validate()
     source = keras.Input((None,), dtype="int32", name="source_ids")
@@ -41,7 +49,8 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
         x = TransformerEncoderLayer(
             lc.num_heads, lc.qk_dim, lc.v_dim, lc.ffn_dim, normalize_before=cfg.normalize_before,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, activation=cfg.activation, name=f"encoder_layer_{i}",
+            activation_dropout=cfg.activation_dropout, activation=cfg.activation, lsra=lsra_settings(cfg, lc),
+            name=f"encoder_layer_{i}",
         )([x, source_mask])
         outputs.append(x)
 
@@ -66,7 +75,8 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
         y = TransformerDecoderLayer(
             lc.num_heads, lc.qk_dim, lc.v_dim, lc.cross_num_heads, lc.cross_qk_dim, lc.cross_v_dim, lc.ffn_dim,
             normalize_before=cfg.normalize_before, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, activation=cfg.activation, name=f"decoder_layer_{i}",
+            activation_dropout=cfg.activation_dropout, activation=cfg.activation, lsra=lsra_settings(cfg, lc),
+            name=f"decoder_layer_{i}",
         )([y, memory, memory_mask])
     if cfg.normalize_before:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)

@@ -38,7 +38,27 @@ Mult-Adds (`count_mult_adds`)
 
 Each layer kind contributes its own count through a function registered in `_LAYER_COUNTERS`
 (`register_layer_kind`), built from the sublayer counters `linear`, `attention`, `ffn` and
-`layer_norm`; a new kind (e.g. Lite Transformer's 'lsra') adds one function and registers it.
+`layer_norm`; a new kind adds one function and registers it.
+
+Layer kinds
+    * 'attention': the Transformer layers above (self-attention, [cross-attention,] FFN).
+    * 'lsra': Lite Transformer (Wu et al., ICLR 2020), `tfmobile.layers.LongShortRangeAttention` in
+      place of self-attention. Of the d channels, the first d_a = `attention_dim` (None: d // 2) go
+      to multi-head attention with W_Q, W_K, W_V, W_O all d_a x d_a (the layer's qk_dim / v_dim do
+      not apply) and products q_len x kv_len x 2 d_a; the other d_c = d - d_a to the convolution
+      branch: Linear d_c -> 2 d_c (`glu`; d_c -> d_c without GLU), the convolution's weighted sum
+      (T x K x d_c Mult-Adds, every window counted at its full width K), for `conv_type` 'dynamic'
+      also the bias-free kernel projection d_c -> conv_heads x K at every position, then Linear
+      d_c -> d_c. A lightweight kernel has conv_heads x K parameters and no Mult-Adds of its own.
+      The GLU, the kernel softmax and the concatenation are not counted (activations).
+      FFN and LayerNorms as in 'attention'; a decoder layer keeps full-width encoder-decoder
+      attention. Fields read with defaults until the layer configs carry them: attention_dim None,
+      conv_type 'lightweight', kernel_size 3, conv_heads = num_heads, glu True. With the Lite
+      Transformer WMT settings (d = FFN = 200 / 408 / 496, 6+6 layers, d_a = d/2, 4 heads,
+      dynamic conv with GLU, K = 3, 7, 15, 31, 31, 31) this gives 90.7M / 360.6M / 528.7M
+      Mult-Adds at 30+30 tokens and 2.88M / 11.74M / 17.28M parameters against the paper's
+      90M / 360M / 527M and 2.9M / 11.7M / 17.3M (tests/test_profiling_lsra.py). The count is the
+      formula's T x K; the layer computes whole sequences as a T x T band matmul (faster on CPU).
 """
 
 from __future__ import annotations
@@ -160,6 +180,45 @@ def register_layer_kind(kind: str, encoder: LayerCounter | None = None, decoder:
         _LAYER_COUNTERS["encoder"][kind] = encoder
     if decoder is not None:
         _LAYER_COUNTERS["decoder"][kind] = decoder
+
+
+def lsra_branches(layer, d: int, length: int) -> dict[str, Cost]:
+    """Long-Short Range Attention on `length` positions of width d: attention on the first d_a channels,
+    Linear [+ GLU] -> lightweight/dynamic convolution -> Linear on the other d_c (module docstring)."""
+    d_a = layer.attention_dim or d // 2
+    d_c = d - d_a
+    kernel_size = layer.kernel_size
+    conv_heads = layer.conv_heads or layer.num_heads
+    conv_type = layer.conv_type
+    if conv_type not in ("lightweight", "dynamic"):
+        raise ConfigError(f"lsra layer: conv_type must be 'lightweight' or 'dynamic' (got {conv_type!r})")
+    conv_in = linear(d_c, 2 * d_c if layer.glu else d_c, length)
+    weighted_sum = Cost(0, length * kernel_size * d_c)
+    if conv_type == "dynamic":
+        kernel = linear(d_c, conv_heads * kernel_size, length, bias=False)
+    else:
+        kernel = Cost(conv_heads * kernel_size, 0)
+    return {
+        "attention_branch": attention(d_a, d_a, d_a, d_a, d_a, length, length),
+        "conv_branch": conv_in + kernel + weighted_sum + linear(d_c, d_c, length),
+    }
+
+
+def encoder_lsra_layer(layer: EncoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
+    """Lite Transformer encoder layer: LSRA, FFN, one LayerNorm per sublayer."""
+    d, n = ctx.encoder_embed_dim, ctx.src_len
+    return {**lsra_branches(layer, d, n), "ffn": ffn(d, layer.ffn_dim, n), "layer_norm": layer_norm(d) + layer_norm(d)}
+
+
+def decoder_lsra_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
+    """Lite Transformer decoder layer: causal LSRA (full T x T attention scores, as for 'attention'),
+    full-width encoder-decoder attention, FFN."""
+    costs = decoder_attention_layer(layer, ctx)
+    del costs["self_attention"]
+    return {**lsra_branches(layer, ctx.decoder_embed_dim, ctx.tgt_len), **costs}
+
+
+register_layer_kind("lsra", encoder=encoder_lsra_layer, decoder=decoder_lsra_layer)
 
 
 def _layer_costs(side: str, layer, ctx: LayerContext, index: int) -> Mapping[str, Cost]:
