@@ -135,3 +135,15 @@ def test_larger_kernels_cost_more_only_in_the_conv_branch():
     for side in ("encoder", "decoder"):
         for part in ("attention_branch", "ffn"):
             assert large["breakdown"][side][part] == small["breakdown"][side][part]
+
+
+@pytest.mark.parametrize("preset,paper_mult_adds,paper_params", [
+    ("lite-wmt-200", 90e6, 2.9e6), ("lite-wmt-408", 360e6, 11.7e6), ("lite-wmt-496", 527e6, 17.3e6)])
+def test_lite_transformer_wmt_presets_match_the_paper(preset, paper_mult_adds, paper_params):
+    """Wu et al. 2020, Table 2 (WMT'14 En-De, 30+30 tokens)."""
+    from tfmobile.models.config import load_config
+    from tfmobile.profiling import count_mult_adds, count_params
+
+    cfg = load_config(preset).model
+    assert abs(count_mult_adds(cfg, 30, 30) - paper_mult_adds) / paper_mult_adds < 0.03
+    assert abs(count_params(cfg) - paper_params) / paper_params < 0.02
