@@ -177,7 +177,11 @@ def evaluate_or_reuse(run_dir: str, args) -> dict:
 
     from tfmobile.cli import evaluate_run
 
-    checkpoint = os.path.basename(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")) or "")
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if latest is None:
+        raise BenchmarkError(f"{run_dir} has no checkpoint to evaluate: delete it to train that model again")
+    # the file's time too: a directory retrained from scratch reuses the checkpoint numbers
+    checkpoint = f"{os.path.basename(latest)}@{os.path.getmtime(latest + '.index'):.3f}"
     key = {"checkpoint": checkpoint, "split": "test", "beam": args.beam, "limit": args.eval_limit,
            "data_dir": args.data_dir}
     cache_path = os.path.join(run_dir, EVAL_CACHE)
@@ -275,9 +279,12 @@ def plot(report: dict, path: str) -> None:
             continue
         xs, ys, names = zip(*points)
         ax.plot(xs, ys, label=FAMILY_LABELS[kind], markersize=7, linewidth=1.6, **styles[kind])
-        for x, y, name in points:
-            ax.annotate(f"{name}\n{y:.2f}", (x, y), textcoords="offset points", xytext=(6, -14 if kind == "transformer" else 6),
-                        fontsize=7, color=styles[kind]["color"])
+        for x, y, name in points:  # Transformer labels below-left, Lite labels above-right: no overlap in a pair
+            below = kind == "transformer"
+            ax.annotate(f"{name}\n{y:.2f} BLEU", (x, y), textcoords="offset points",
+                        xytext=(-8, -22) if below else (8, 6), ha="right" if below else "left", fontsize=7,
+                        color=styles[kind]["color"],
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     for budget, diff in report["differences"].items():
         ax.text(0.02, 0.97 - 0.06 * list(report["differences"]).index(budget),
                 f"{budget}: lite - transformer = {diff['bleu_lite_minus_transformer']:+.2f} BLEU",
@@ -290,8 +297,10 @@ def plot(report: dict, path: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     xs = [m["mult_adds"] / 1e6 for m in report["models"]]
+    ys = [m["bleu"] for m in report["models"]]
     if xs:
-        ax.set_xlim(0, max(xs) * 1.25)
+        ax.set_xlim(0, max(xs) * 1.3)
+        ax.set_ylim(min(0.0, min(ys)), max(ys) * 1.25 + 1.0)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -325,7 +334,8 @@ def format_table(report: dict) -> str:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--budgets", nargs="+", default=list(PAIRS), choices=list(PAIRS), help="which pairs (default: all)")
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps per model (default 600)")
     ap.add_argument("--checkpoints", type=int, default=4,

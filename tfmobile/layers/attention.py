@@ -36,7 +36,7 @@ def merge_heads(x):
 
 def padding_bias(mask):
     """float mask [B, S] (1 = token) -> additive bias [B, 1, 1, S] (0 or -1e9)."""
-    # expand_dims, not [:, None, None, :]: a strided slice with new axes is a Flex op in TFLite
+    # expand_dims, not [:, None, None, :]: with dynamic shapes that strided slice converts to a Flex op
     return tf.expand_dims(tf.expand_dims(1.0 - mask, 1), 1) * NEG_INF
 
 

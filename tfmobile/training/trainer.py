@@ -151,6 +151,13 @@ def load_run(run_dir: str, compile_model: bool = False):
     return exp, model, load_tokenizers(run_dir, exp)
 
 
+def _read_state(files: RunFiles) -> dict:
+    if not os.path.exists(files.state):
+        return {}
+    with open(files.state) as f:
+        return json.load(f)
+
+
 def count_batches(ds: tf.data.Dataset) -> int:
     return int(ds.reduce(0, lambda n, _: n + 1))
 
@@ -178,8 +185,10 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     train_examples = tokenized_pairs(prepared.splits["train"], src_tok, tgt_tok, max_len=max_len)
     steps = t.steps_per_epoch or count_batches(
         token_batches(train_examples, t.max_tokens, max_len, drop_remainder=True))
-    train_ds = token_batches(train_examples, t.max_tokens, max_len, shuffle=True, seed=t.seed, repeat=True,
-                             drop_remainder=True)
+    # A resumed run must not replay the first epochs' batches: its shuffle seed moves on with the epochs done.
+    epochs_done = _read_state(files).get("epochs_done", 0) if resume else 0
+    train_ds = token_batches(train_examples, t.max_tokens, max_len, shuffle=True, seed=t.seed + epochs_done,
+                             repeat=True, drop_remainder=True)
     valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
                              t.max_tokens, max_len)
 
@@ -208,13 +217,10 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose):
     if resume and manager.latest_checkpoint:
         optimizer.build(model.trainable_variables)  # create the slots so the restore fills them now
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        if os.path.exists(files.state):
-            with open(files.state) as f:
-                seconds_before = json.load(f).get("train_seconds", 0.0)
+        seconds_before = _read_state(files).get("train_seconds", 0.0)
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= t.epochs:
-        with open(files.state) as f:
-            return json.load(f)
+        return _read_state(files)
 
     callbacks = [
         _EpochCheckpoint(manager, epoch_var, files, seconds_before),
@@ -225,5 +231,4 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose):
         callbacks.append(_TimeBudget(t.time_budget_minutes * 60 - seconds_before))
     model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
               validation_data=valid_ds, callbacks=callbacks, verbose=verbose)
-    with open(files.state) as f:
-        return json.load(f)
+    return _read_state(files)
