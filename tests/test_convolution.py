@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmobile.layers.convolution import DynamicConv1D, LightweightConv1D
+from layer_checks import roundtrip
 
 RNG = np.random.default_rng(0)
 CONVS = {"lightweight": LightweightConv1D, "dynamic": DynamicConv1D}
@@ -56,16 +57,6 @@ def inputs(B=2, T=6, C=8, lengths=(6, 4)):
     x = RNG.normal(size=(B, T, C)).astype(np.float32)
     mask = (np.arange(T)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
     return x, mask
-
-
-def roundtrip(layer, args):
-    out = layer(args)
-    clone = layer.__class__.from_config(layer.get_config())
-    clone(args)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(args).numpy(), out.numpy(), atol=1e-6)
-    assert len(clone.weights) == len(layer.weights)
-    return out
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4])

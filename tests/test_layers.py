@@ -5,21 +5,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from layer_checks import roundtrip
 from tfmobile.layers import (FeedForward, MultiHeadAttention, PaddingMask, TokenEmbedding, TransformerDecoderLayer,
                              TransformerEncoderLayer, sinusoidal_positions)
 
 RNG = np.random.default_rng(0)
-
-
-def roundtrip(layer, inputs):
-    """Rebuild `layer` from its config, copy weights, and check the outputs agree."""
-    out = layer(inputs)
-    clone = layer.__class__.from_config(layer.get_config())
-    clone(inputs)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(inputs).numpy(), out.numpy(), atol=1e-6)
-    assert len(clone.weights) == len(layer.weights)
-    return out
 
 
 def np_softmax(x):

@@ -25,9 +25,9 @@ LAYER_KINDS = ("attention", "lsra")  # lsra: Lite Transformer's Long-Short Range
 CONV_TYPES = ("lightweight", "dynamic")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EncoderLayerConfig:
-    """One encoder layer: self-attention then FFN."""
+    """One encoder layer: self-attention (or LSRA) then FFN."""
 
     ffn_dim: int
     num_heads: int
@@ -43,28 +43,16 @@ class EncoderLayerConfig:
     glu: bool = True
 
 
-@dataclass
-class DecoderLayerConfig:
-    """One decoder layer: causal self-attention, encoder-decoder attention, FFN."""
+@dataclass(kw_only=True)
+class DecoderLayerConfig(EncoderLayerConfig):
+    """One decoder layer: causal self-attention (or LSRA), encoder-decoder attention, FFN."""
 
-    ffn_dim: int
-    num_heads: int
-    qk_dim: int
-    v_dim: int
     cross_num_heads: int
     cross_qk_dim: int
     cross_v_dim: int
     # HAT arbitrary encoder-decoder attention: attend to the concatenation (along time) of the
     # outputs of the last `encoder_layers_attended` encoder layers; 1 is the standard Transformer.
     encoder_layers_attended: int = 1
-    kind: str = "attention"
-    # kind "lsra" only (Wu et al. 2020): channels for the attention branch (None: embed_dim // 2; the rest
-    # go to the convolution branch), the convolution and its heads (None: num_heads), GLU before it
-    attention_dim: int | None = None
-    conv_type: str = "lightweight"
-    kernel_size: int = 3
-    conv_heads: int | None = None
-    glu: bool = True
 
 
 @dataclass
