@@ -175,7 +175,7 @@ def evaluate_or_reuse(run_dir: str, args) -> dict:
     import tensorflow as tf
     import tf_keras as keras
 
-    from tfmobile.cli import evaluate_run
+    from tfmobile.decoding.evaluate import evaluate_run
 
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if latest is None:

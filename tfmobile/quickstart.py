@@ -38,7 +38,7 @@ def report_markdown(report: dict) -> str:
 def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quickstart", budget_minutes: float = 10.0,
                data_dir: str | None = None, config: str = "small") -> dict:
     start = time.monotonic()
-    from tfmobile.cli import evaluate_run
+    from tfmobile.decoding.evaluate import evaluate_run
     from tfmobile.data import format_counts, prepare_corpus
     from tfmobile.models.config import load_config
     from tfmobile.profiling import profile

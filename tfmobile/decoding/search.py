@@ -39,18 +39,23 @@ class IncrementalDecoder:
         self.output_projection = None if cfg.tie_output else model.get_layer("output_projection")
 
     # -- encoder -------------------------------------------------------------------------------
-    def encode(self, source):
-        """source ids [B, S] -> per decoder layer (cross_k, cross_v, memory_bias)."""
+    def encoder_outputs(self, source):
+        """source ids [B, S] -> (outputs of the last k encoder layers that decoder layers attend to,
+        normalized as the model does; the source mask [B, S])."""
         mask = tf.cast(tf.not_equal(source, PAD_ID), tf.float32)
         x = self.encoder_embedding(source)
         outputs = []
         for layer in self.encoder_layers:
             x = layer([x, mask], training=False)
             outputs.append(x)
-        k_max = self.cfg.max_encoder_layers_attended
-        last = outputs[-k_max:]
+        last = outputs[-self.cfg.max_encoder_layers_attended:]
         if self.encoder_norm is not None:
             last = [self.encoder_norm(o) for o in last]
+        return last, mask
+
+    def encode(self, source):
+        """source ids [B, S] -> per decoder layer (cross_k, cross_v, memory_bias)."""
+        last, mask = self.encoder_outputs(source)
         cross = []
         for layer, lc in zip(self.decoder_layers, self.cfg.decoder_layers):
             k = lc.encoder_layers_attended

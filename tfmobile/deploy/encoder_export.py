@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmobile.data.tokenizer import PAD_ID
+from tfmobile.decoding.search import IncrementalDecoder
 from tfmobile.errors import TfmobileError
 from tfmobile.models.config import ModelConfig
 
@@ -76,22 +76,14 @@ class EncoderModule(tf.Module):
         limit = cfg.max_source_len
         if seq_len > limit:
             raise ExportError(f"seq_len={seq_len} exceeds the model's max_source_len={limit}")
-        names = {l.name for l in model.layers}
-        self.embedding = model.get_layer("shared_embedding" if "shared_embedding" in names else "encoder_embedding")
-        self.layers = [model.get_layer(f"encoder_layer_{i}") for i in range(len(cfg.encoder_layers))]
-        self.norm = model.get_layer("encoder_norm") if cfg.normalize_before else None
+        self.decoder = IncrementalDecoder(model, cfg)  # the model's own layers, found by name
         self.seq_len, self.batch_size = seq_len, batch_size
         self.encode = tf.function(self._encode, input_signature=[
             tf.TensorSpec([batch_size, seq_len], tf.int32, name="source_ids")])
 
     def _encode(self, source_ids):
-        mask = tf.cast(tf.not_equal(source_ids, PAD_ID), tf.float32)
-        x = self.embedding(source_ids)
-        for layer in self.layers:
-            x = layer([x, mask], training=False)
-        if self.norm is not None:
-            x = self.norm(x)
-        return {"encoder_states": tf.cast(x, tf.float32)}
+        last, _ = self.decoder.encoder_outputs(source_ids)
+        return {"encoder_states": tf.cast(last[-1], tf.float32)}
 
 
 def encoder_module(model: keras.Model, cfg: ModelConfig, seq_len: int = DEFAULT_SEQ_LEN) -> EncoderModule:
