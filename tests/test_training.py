@@ -17,9 +17,6 @@ from tfmobile.training.losses import LabelSmoothedCrossEntropy, label_smoothed_n
 from tfmobile.training.schedules import InverseSqrtSchedule
 from tfmobile.training.trainer import train
 
-NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
-NUMBERS_EN = "zero one two three four five six seven eight nine".split()
-
 TINY_YAML = """
 name: tiny
 model:
@@ -40,20 +37,6 @@ train:
   learning_rate: 0.01
   warmup_steps: 20
 """
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Digit strings spelled out in Spanish and English: a corpus a tiny model learns in seconds."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("corpus")
-    lines = []
-    for _ in range(1500):
-        digits = rng.integers(0, 10, rng.integers(2, 7))
-        lines.append(" ".join(NUMBERS_ES[d] for d in digits) + "\t" + " ".join(NUMBERS_EN[d] for d in digits))
-    path = root / "numbers.tsv"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def write_config(tmp_path, corpus, steps=30):

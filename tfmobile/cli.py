@@ -1,4 +1,4 @@
-"""`tfmobile <verb>`: data, train, translate, evaluate, profile, presets, quickstart.
+"""`tfmobile <verb>`: data, train, translate, evaluate, export, bench, profile, presets, quickstart.
 
 Every user-fixable problem is a `TfmobileError`: printed as one line on stderr, exit status 2.
 TensorFlow is imported only by the verbs that need it, so `profile` and `presets` answer at once.
@@ -85,11 +85,18 @@ def _read_stdin_lines():
 
 def cmd_translate(args):
     from tfmobile.decoding import Translator
+    from tfmobile.decoding.evaluate import is_export
 
-    translator = Translator.from_run(args.model_dir, beam_size=args.beam, length_penalty=args.length_penalty)
+    if is_export(args.model_dir):
+        from tfmobile.deploy.runtime import LiteTranslator
+
+        translator, kwargs = LiteTranslator(args.model_dir, num_threads=args.threads), {}
+    else:
+        translator = Translator.from_run(args.model_dir, beam_size=args.beam, length_penalty=args.length_penalty)
+        kwargs = {"batch_size": args.batch_size}
     lines = _read_stdin_lines()
     keep = [i for i, l in enumerate(lines) if l.strip()]
-    outputs = translator.translate([lines[i] for i in keep], batch_size=args.batch_size)
+    outputs = translator.translate([lines[i] for i in keep], **kwargs)
     result = [""] * len(lines)
     for i, o in zip(keep, outputs):
         result[i] = o
@@ -97,16 +104,36 @@ def cmd_translate(args):
 
 
 def cmd_evaluate(args):
-    from tfmobile.decoding.evaluate import evaluate_run
+    from tfmobile.decoding.evaluate import evaluate_export, evaluate_run, is_export
 
-    result = evaluate_run(args.model_dir, args.split, args.beam, args.length_penalty, args.limit, args.data_dir,
-                          args.batch_size, progress=not args.json)
+    if is_export(args.model_dir):  # an exported .tflite: greedy, through ai_edge_litert
+        result = evaluate_export(args.model_dir, args.split, args.limit, args.data_dir, args.threads,
+                                 progress=not args.json)
+    else:
+        result = evaluate_run(args.model_dir, args.split, args.beam, args.length_penalty, args.limit, args.data_dir,
+                              args.batch_size, progress=not args.json)
     if args.json:
         print(json.dumps(result))
     else:
+        engine = (f"LiteRT {result['quantization']}, {result['model_bytes'] / 2**20:.1f} MiB, greedy"
+                  if result.get("engine") == "litert" else f"beam {result['beam']}")
         print(f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  ({result['sentences']} sentences, "
-              f"{result['corpus']} {result['split']}, beam {result['beam']})")
+              f"{result['corpus']} {result['split']}, {engine})")
         print(f"signature: {result['sacrebleu_signature']}")
+
+
+def cmd_export(args):
+    from tfmobile.deploy.export import export_translator
+
+    meta = export_translator(args.model_dir, args.out, quantize=args.quantize, max_source_len=args.max_source_len,
+                             max_target_len=args.max_target_len, calibration_sentences=args.calibration_sentences,
+                             data_dir=args.data_dir, force=args.force)
+    gpu = meta["gpu_compatibility"]
+    print(f"wrote {args.out}: {meta['model_file']} ({meta['model_bytes'] / 2**20:.2f} MiB, {meta['quantization']}), "
+          f"{', '.join(meta['tokenizers'].values())}, model_meta.json")
+    print(f"signatures {', '.join(meta['signatures'])}; source <= {meta['max_source_len']} tokens, "
+          f"target <= {meta['max_target_len']}; GPU delegate: "
+          + ("compatible" if gpu["compatible"] else "incompatible (" + "; ".join(gpu["incompatible"]) + ")"))
 
 
 def cmd_profile(args):
@@ -135,6 +162,17 @@ def cmd_quickstart(args):
 
     quickstart(report_dir=args.report_dir, run_dir=args.run_dir, budget_minutes=args.budget_minutes,
                data_dir=args.data_dir, config=args.config)
+
+
+def cmd_bench(args):
+    from tfmobile.deploy.bench import bench, format_table
+    from tfmobile.utils import atomic_write_text
+
+    result = bench(args.model, delegate=args.delegate, num_threads=args.threads, source_len=args.source_len,
+                   decode_steps=args.steps, warmup=args.warmup, runs=args.runs)
+    print(format_table(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,16 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, helptext in (("translate", "translate stdin to stdout"), ("evaluate", "sacreBLEU on a split")):
         p = sub.add_parser(verb, help=helptext)
-        p.add_argument("model_dir")
+        p.add_argument("model_dir", help="a run directory, or an export directory / its model.tflite (greedy)")
         p.add_argument("--beam", type=int, default=4, help="beam size (1 = greedy)")
         p.add_argument("--length-penalty", type=float, default=1.0)
         p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--threads", type=int, default=1, help="CPU threads for an exported model (default 1)")
         if verb == "evaluate":
             p.add_argument("--split", default="test", choices=["train", "valid", "test"])
             p.add_argument("--limit", type=int, help="only the first N sentences")
             p.add_argument("--json", action="store_true")
             _add_data_dir(p)
         p.set_defaults(func=cmd_translate if verb == "translate" else cmd_evaluate)
+
+    p = sub.add_parser("export", help="a trained run -> LiteRT model with on-device decoding (+ tokenizer, metadata)")
+    p.add_argument("model_dir", help="a run directory (`tfmobile train`)")
+    p.add_argument("--out", required=True, help="export directory (model.tflite, model_meta.json, spm.model)")
+    p.add_argument("--quantize", default="none", choices=["none", "float16", "dynamic", "int8"],
+                   help="none (float32), float16 weights, dynamic-range int8, or int8 calibrated on the corpus")
+    p.add_argument("--max-source-len", type=int, help="fixed source length incl. EOS (default: the run's data.max_len)")
+    p.add_argument("--max-target-len", type=int, help="fixed target length (default: the run's data.max_len)")
+    p.add_argument("--calibration-sentences", type=int, default=100, help="int8: training sentences to calibrate on")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("profile", help="parameters and Mult-Adds, counted as in the papers")
     p.add_argument("config", help="preset name or YAML path")
@@ -195,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="small")
     _add_data_dir(p)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("bench", help="latency of an exported translator on this host, measured as in HAT")
+    p.add_argument("model", help="an exported model.tflite (signatures encode, decode_step, optionally translate)")
+    p.add_argument("--delegate", help="delegate config name (see export/delegates) or path; default XNNPACK, 1 thread")
+    p.add_argument("--threads", type=int, help="CPU threads, overriding the delegate config (-1: the runtime chooses)")
+    p.add_argument("--source-len", type=int, default=30, help="source tokens (HAT: 30; 23 for IWSLT)")
+    p.add_argument("--steps", type=int, default=30, help="decoder steps per run")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=50, help="timed runs; the fastest and slowest 10%% are dropped")
+    p.add_argument("--json", metavar="OUT", help="also write the full result (export/bench_result.schema.json)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,30 +1,61 @@
-"""Score a trained run on a corpus split with sacreBLEU."""
+"""Score a trained run, or an exported LiteRT translator, on a corpus split with sacreBLEU."""
 
 from __future__ import annotations
 
+import os
+
 from tfmobile.data import prepare_corpus
 from tfmobile.decoding.scoring import score
-from tfmobile.decoding.translator import Translator
+
+
+def is_export(path: str) -> bool:
+    """An export directory (`tfmobile export`), or the model.tflite inside one."""
+    directory = os.path.dirname(path) if path.endswith(".tflite") else path
+    return os.path.exists(os.path.join(directory, "model_meta.json"))
+
+
+def evaluate_translator(translator, corpus: str, split: str = "test", limit: int | None = None,
+                        data_dir: str | None = None, progress: bool = True, keep_pairs: bool = False,
+                        **translate_kwargs) -> dict:
+    """sacreBLEU of anything with `src_tokenizer`, `max_source_tokens` and `translate(sentences, progress=...)`.
+
+    Sentences longer than the translator allows are scored as empty translations, and counted.
+    """
+    prepared = prepare_corpus(corpus, data_dir=data_dir)
+    pairs = prepared.read(split)[:limit]
+    lengths = [len(ids) for ids in translator.src_tokenizer.encode([s for s, _ in pairs])]
+    fits = [i for i, n in enumerate(lengths) if n <= translator.max_source_tokens]
+    hyps = [""] * len(pairs)
+    for i, h in zip(fits, translator.translate([pairs[i][0] for i in fits], progress=progress, **translate_kwargs)):
+        hyps[i] = h
+    result = score(hyps, [t for _, t in pairs])
+    result.update({"corpus": prepared.corpus, "split": split, "too_long": len(pairs) - len(fits)})
+    if keep_pairs:
+        result["pairs"] = [(s, t, h) for (s, t), h in zip(pairs, hyps)]
+    return result
 
 
 def evaluate_run(model_dir: str, split: str = "test", beam: int = 4, length_penalty: float = 1.0,
                  limit: int | None = None, data_dir: str | None = None, batch_size: int = 32,
                  progress: bool = True, keep_pairs: bool = False) -> dict:
-    """sacreBLEU of a run on a split; with keep_pairs, also the (source, reference, hypothesis) triples."""
+    """sacreBLEU of a run (Keras, beam search); with keep_pairs, also the (source, reference, hypothesis) triples."""
+    from tfmobile.decoding.translator import Translator
+
     translator = Translator.from_run(model_dir, beam_size=beam, length_penalty=length_penalty)
-    prepared = prepare_corpus(translator.exp.data.corpus, data_dir=data_dir)
-    pairs = prepared.read(split)[:limit]
-    # sentences longer than the model allows are scored as empty translations, and counted
-    limit_tokens = translator.max_source_tokens
-    lengths = [len(ids) for ids in translator.src_tokenizer.encode([s for s, _ in pairs])]
-    fits = [i for i, n in enumerate(lengths) if n <= limit_tokens]
-    hyps = [""] * len(pairs)
-    for i, h in zip(fits, translator.translate([pairs[i][0] for i in fits], batch_size=batch_size,
-                                               progress=progress)):
-        hyps[i] = h
-    result = score(hyps, [t for _, t in pairs])
-    result.update({"corpus": prepared.corpus, "split": split, "beam": beam, "length_penalty": length_penalty,
-                   "too_long": len(pairs) - len(fits)})
-    if keep_pairs:
-        result["pairs"] = [(s, t, h) for (s, t), h in zip(pairs, hyps)]
+    result = evaluate_translator(translator, translator.exp.data.corpus, split, limit, data_dir, progress,
+                                 keep_pairs, batch_size=batch_size)
+    result.update({"beam": beam, "length_penalty": length_penalty})
+    return result
+
+
+def evaluate_export(export_dir: str, split: str = "test", limit: int | None = None, data_dir: str | None = None,
+                    num_threads: int = 1, progress: bool = True, keep_pairs: bool = False) -> dict:
+    """sacreBLEU of an exported LiteRT translator (greedy, its in-graph `translate`), on its run's corpus."""
+    from tfmobile.deploy.runtime import LiteTranslator
+
+    translator = LiteTranslator(export_dir, num_threads=num_threads, mode="auto")
+    corpus = translator.meta["source_config"]["data"]["corpus"]
+    result = evaluate_translator(translator, corpus, split, limit, data_dir, progress, keep_pairs)
+    result.update({"beam": 1, "length_penalty": 1.0, "engine": "litert", "quantization": translator.meta["quantization"],
+                   "model_bytes": translator.meta["model_bytes"]})
     return result

@@ -18,7 +18,6 @@ import tf_keras as keras
 from tfmobile.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tfmobile.layers.attention import padding_bias
 from tfmobile.models.config import ModelConfig
-from tfmobile.models.transformer import encoder_memory_names
 
 NEG_INF = -1e9
 
@@ -57,20 +56,26 @@ class IncrementalDecoder:
         """source ids [B, S] -> per decoder layer (cross_k, cross_v, memory_bias)."""
         last, mask = self.encoder_outputs(source)
         cross = []
-        for layer, lc in zip(self.decoder_layers, self.cfg.decoder_layers):
-            k = lc.encoder_layers_attended
+        for layer, k, bias in zip(self.decoder_layers, self._attended(), self.memory_biases(mask)):
             memory = last[-1] if k == 1 else tf.concat(last[-k:], axis=1)
-            memory_mask = mask if k == 1 else tf.concat([mask] * k, axis=1)
             ck, cv = layer.cross_attention.project_key_value(memory)
-            cross.append((ck, cv, padding_bias(memory_mask)))
+            cross.append((ck, cv, bias))
         return cross
+
+    def _attended(self):
+        return [lc.encoder_layers_attended for lc in self.cfg.decoder_layers]
+
+    def memory_biases(self, mask):
+        """Source mask [B, S] -> per decoder layer the additive bias over its memory (the last k encoder
+        outputs concatenated along time, so the mask repeats k times)."""
+        return [padding_bias(mask if k == 1 else tf.concat([mask] * k, axis=1)) for k in self._attended()]
 
     # -- decoder -------------------------------------------------------------------------------
     def init_cache(self, batch_size, max_len):
         return [layer.initial_cache(batch_size, max_len) for layer in self.decoder_layers]
 
-    def step(self, tokens, position, caches, cross):
-        """tokens [B] at `position` -> (log-probabilities [B, V], updated caches)."""
+    def step_logits(self, tokens, position, caches, cross):
+        """tokens [B] at `position` -> (logits [B, V] float32, updated caches)."""
         y = self.decoder_embedding(tokens[:, None], start_position=position)
         new_caches = []
         for layer, cache, (xk, xv, xb) in zip(self.decoder_layers, caches, cross):
@@ -80,7 +85,12 @@ class IncrementalDecoder:
             y = self.decoder_norm(y)
         logits = (self.decoder_embedding(y, reverse=True) if self.output_projection is None
                   else self.output_projection(y))
-        return tf.nn.log_softmax(logits[:, 0, :], axis=-1), new_caches
+        return tf.cast(logits[:, 0, :], tf.float32), new_caches
+
+    def step(self, tokens, position, caches, cross):
+        """tokens [B] at `position` -> (log-probabilities [B, V], updated caches)."""
+        logits, new_caches = self.step_logits(tokens, position, caches, cross)
+        return tf.nn.log_softmax(logits, axis=-1), new_caches
 
 
 def max_decode_length(source, cfg: ModelConfig, ratio: float = 1.5, extra: int = 10):

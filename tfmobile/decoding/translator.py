@@ -11,6 +11,16 @@ from tfmobile.decoding.search import IncrementalDecoder, beam_search, greedy_sea
 from tfmobile.errors import InputError
 
 
+def encode_sources(tokenizer, sentences: list[str], max_tokens: int, limit_note: str) -> list[list[int]]:
+    """Source ids as the models take them (SentencePiece ids, then EOS); a sentence over `max_tokens` is
+    an InputError that names it and ends with `limit_note`."""
+    ids = tokenizer.encode(sentences)
+    for i, s in enumerate(ids):
+        if len(s) > max_tokens:
+            raise InputError(f"sentence {i + 1} has {len(s)} tokens but at most {max_tokens} fit {limit_note}")
+    return [s + [EOS_ID] for s in ids]
+
+
 class Translator:
     """Translate sentences with a trained model.
 
@@ -43,13 +53,9 @@ class Translator:
         return cls(exp, model, src_tok, tgt_tok, **kwargs)
 
     def encode_source(self, sentences: list[str]) -> list[list[int]]:
-        ids = self.src_tokenizer.encode(sentences)
-        for i, s in enumerate(ids):
-            if len(s) > self.max_source_tokens:
-                raise InputError(f"sentence {i + 1} has {len(s)} tokens but the model allows at most "
-                                 f"{self.max_source_tokens} (max_source_len {self.exp.model.max_source_len}); "
-                                 "split it into shorter sentences")
-        return [s + [EOS_ID] for s in ids]
+        return encode_sources(self.src_tokenizer, sentences, self.max_source_tokens,
+                              f"the model allows (max_source_len {self.exp.model.max_source_len}); "
+                              "split it into shorter sentences")
 
     def translate_ids(self, sources: list[list[int]], batch_size: int = 32, progress: bool = False) -> list[list[int]]:
         order = np.argsort([len(s) for s in sources], kind="stable")

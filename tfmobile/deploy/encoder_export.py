@@ -126,6 +126,14 @@ def convert_builtins(concrete_function, trackable=None, optimizations=None) -> b
     converter.allow_custom_ops = False
     if optimizations:
         converter.optimizations = list(optimizations)
+    return run_converter(converter)
+
+
+def run_converter(converter, postprocess=None) -> bytes:
+    """`converter.convert()` with the converter's failures as our errors, and the builtins-only guarantee.
+
+    `postprocess` (flatbuffer -> flatbuffer) runs before the final check (the int8 quantizer).
+    """
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")  # mutes "Skipping full serialization of ... Dropout" for the never-called dropouts
@@ -140,6 +148,8 @@ def convert_builtins(concrete_function, trackable=None, optimizations=None) -> b
         raise ExportError(f"TFLite conversion failed: {first}") from e
     finally:
         logger.setLevel(level)
+    if postprocess is not None:
+        flatbuffer = postprocess(flatbuffer)
     custom = non_builtin_ops(flatbuffer)
     if custom:  # cannot happen with allow_custom_ops=False, but the guarantee is what callers rely on
         raise UnsupportedOpsError(custom)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras as keras
+# XlaDynamicUpdateSlice has no tf.* wrapper; it runs on CPU without XLA and the TFLite converter maps it
+from tensorflow.compiler.tf2xla.python import xla
 
 NEG_INF = -1e9
 
@@ -32,6 +34,12 @@ def merge_heads(x):
     b, t = tf.shape(x)[0], tf.shape(x)[2]
     x = tf.transpose(x, [0, 2, 1, 3])
     return tf.reshape(x, [b, t, x.shape[2] * x.shape[3]])
+
+
+def dynamic_update_slice(x, update, start):
+    """x with `update` written at index `start` (a vector with one entry per axis); TFLite's
+    DYNAMIC_UPDATE_SLICE."""
+    return xla.dynamic_update_slice(x, update, start)
 
 
 def padding_bias(mask):
@@ -104,9 +112,14 @@ class MultiHeadAttention(keras.layers.Layer):
 
     @staticmethod
     def update_cache(cache, new, position):
-        """Write new [B, H, 1, d] at `position` of a fixed-shape cache [B, H, T_max, d]."""
-        onehot = tf.one_hot(position, tf.shape(cache)[2], dtype=cache.dtype)[None, None, :, None]
-        return cache + onehot * (new - cache)
+        """Write new [B, H, 1, d] at `position` of a fixed-shape cache [B, H, T_max, d].
+
+        A dynamic-update-slice touches one row and converts to TFLite's builtin DYNAMIC_UPDATE_SLICE; a
+        one-hot blend would rewrite the whole cache every step.
+        """
+        zero = tf.zeros([], tf.int32)
+        start = tf.stack([zero, zero, tf.cast(position, tf.int32), zero])
+        return dynamic_update_slice(cache, tf.cast(new, cache.dtype), start)
 
     def step(self, query, position, cache_k, cache_v):
         """One step of causal self-attention: query [B, 1, d] at `position` attends to the cached keys and
