@@ -82,11 +82,10 @@ OURS_LABELS = {"float32": "LiteRT float32 (translate)", "int8": "LiteRT dynamic-
 
 
 def length_limit(n_source: int, max_target_len: int, model_max_target_len: int) -> int:
-    """Tokens (EOS included) a translation may have: the rule of the exported `translate` signature,
-    for a source of `n_source` tokens including EOS. Every engine gets this limit."""
-    from tfmobile.deploy.export import LENGTH_EXTRA, LENGTH_RATIO
+    """The exported `translate` signature's limit, which every engine gets."""
+    from tfmobile.deploy.export import length_limit as translate_limit
 
-    return min(int(n_source * LENGTH_RATIO) + LENGTH_EXTRA, max_target_len, model_max_target_len - 1)
+    return translate_limit(n_source, max_target_len, model_max_target_len)
 
 
 def select_sentences(source_ids: list[list[int]], count: int, max_tokens: int) -> tuple[list[int], int]:

@@ -44,7 +44,7 @@ import tf_keras as keras
 from tfmobile.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from tfmobile.decoding.search import IncrementalDecoder
 from tfmobile.layers.attention import dynamic_update_slice
-from tfmobile.deploy.encoder_export import ExportError, run_converter, tflite_ops
+from tfmobile.deploy.encoder_export import ExportError, _operator_codes, run_converter, tflite_ops
 from tfmobile.models.config import ModelConfig
 from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
@@ -53,6 +53,13 @@ SIGNATURES = ("encode", "decode_step", "translate")
 META_FORMAT = "tfmobile-litert/1"
 MODEL_FILE, META_FILE = "model.tflite", "model_meta.json"
 LENGTH_RATIO, LENGTH_EXTRA = 1.5, 10  # tfmobile.decoding.search.max_decode_length
+
+
+def length_limit(n_source: int, max_target_len: int, model_max_target_len: int, ratio: float = LENGTH_RATIO,
+                 extra: int = LENGTH_EXTRA) -> int:
+    """Tokens (EOS included) `translate` may write for a source of `n_source` tokens (EOS included): the
+    rule of the graph below, for engines that decode outside it."""
+    return min(int(n_source * ratio) + extra, max_target_len, model_max_target_len - 1)
 
 
 class TranslatorModule(tf.Module):
@@ -268,15 +275,14 @@ def float_fallback_ops(flatbuffer: bytes) -> list[str]:
     """Builtin ops of an int8 model that still run on float tensors."""
     from ai_edge_litert import schema_py_generated as schema
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = _operator_codes(flatbuffer)
     model = schema.Model.GetRootAs(flatbuffer, 0)
     found = set()
     for g in range(model.SubgraphsLength()):
         sub = model.Subgraphs(g)
         for o in range(sub.OperatorsLength()):
             op = sub.Operators(o)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+            name = codes[op.OpcodeIndex()][0]
             if name in ("QUANTIZE", "DEQUANTIZE"):
                 continue
             inputs = [op.Inputs(i) for i in range(op.InputsLength()) if op.Inputs(i) >= 0]

@@ -207,9 +207,11 @@ class LiteTranslator:
                               "or export with a larger --max-source-len")
 
     def _length_limit(self, n_source: int) -> int:
+        from tfmobile.deploy.export import length_limit
+
         rule = self.meta["translate_length_limit"]
-        cfg_limit = self.meta["source_config"]["model"]["max_target_len"] - 1
-        return min(int(n_source * rule["ratio"]) + rule["extra"], self.meta["max_target_len"], cfg_limit)
+        return length_limit(n_source, self.meta["max_target_len"], self.meta["source_config"]["model"]["max_target_len"],
+                            rule["ratio"], rule["extra"])
 
     def translate_ids(self, sources: list[list[int]], progress: bool = False) -> list[list[int]]:
         from tqdm.auto import tqdm
