@@ -19,3 +19,46 @@ def corpus(tmp_path_factory):
     path = root / "numbers.tsv"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+TINY_RUN_YAML = """
+name: {name}
+model:
+  embed_dim: 32
+  normalize_before: {prenorm}
+  share_embeddings: {joint}
+  tie_output: {joint}
+  encoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
+  decoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
+  dropout: 0.0
+  max_source_len: 24
+  max_target_len: 24
+data:
+  corpus: {corpus}
+  vocab_size: 64
+  joint_vocab: {joint}
+  max_len: 20
+train:
+  max_tokens: 512
+  epochs: 1
+  steps_per_epoch: {steps}
+  learning_rate: 0.01
+  warmup_steps: 30
+"""
+
+LSRA_LAYERS = ", kind: lsra, conv_type: dynamic, kernel_size: 3, glu: true"
+
+
+def train_tiny_run(root, corpus: str, name: str = "tiny", lite: bool = False, steps: int = 250) -> dict:
+    """Train a tiny model on the numbers corpus into root/run: a pre-norm Transformer with a joint vocabulary,
+    or (lite=True) a post-norm Lite Transformer with separate vocabularies. Returns its paths."""
+    from tfmobile.models.config import load_config
+    from tfmobile.training.trainer import train
+
+    yaml = TINY_RUN_YAML.format(name=name, corpus=corpus, steps=steps, prenorm="false" if lite else "true",
+                                joint="false" if lite else "true", lsra=LSRA_LAYERS if lite else "")
+    path = root / "config.yaml"
+    path.write_text(yaml)
+    run_dir = str(root / "run")
+    train(load_config(str(path)), run_dir, data_dir=str(root / "data"), verbose=0)
+    return {"name": name, "dir": run_dir, "data": str(root / "data"), "root": root}

@@ -15,50 +15,17 @@ from tfmobile.deploy.export import export_translator
 from tfmobile.deploy.runtime import LiteTranslator, ModelError
 from tfmobile.errors import InputError
 from tfmobile.models.config import load_config
-from tfmobile.training.trainer import load_run, train
+from tfmobile.training.trainer import load_run
+
+from conftest import train_tiny_run
 
 S, T = 16, 20
 
-RUN_YAML = """
-name: {name}
-model:
-  embed_dim: 32
-  normalize_before: {prenorm}
-  share_embeddings: {joint}
-  tie_output: {joint}
-  encoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
-  decoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
-  dropout: 0.0
-  max_source_len: 24
-  max_target_len: 24
-data:
-  corpus: {corpus}
-  vocab_size: 64
-  joint_vocab: {joint}
-  max_len: 20
-train:
-  max_tokens: 512
-  epochs: 1
-  steps_per_epoch: 250
-  learning_rate: 0.01
-  warmup_steps: 30
-"""
-
-# a pre-norm Transformer with a joint vocabulary, and a post-norm Lite Transformer with separate ones
-RUNS = {
-    "transformer": dict(prenorm="true", joint="true", lsra=""),
-    "lite": dict(prenorm="false", joint="false", lsra=", kind: lsra, conv_type: dynamic, kernel_size: 3, glu: true"),
-}
-
-
-@pytest.fixture(scope="module", params=list(RUNS))
+@pytest.fixture(scope="module", params=["transformer", "lite"])
 def run(request, tmp_path_factory, corpus):
+    """A pre-norm Transformer with a joint vocabulary, and a post-norm Lite Transformer with separate ones."""
     root = tmp_path_factory.mktemp(f"export_{request.param}")
-    path = root / "config.yaml"
-    path.write_text(RUN_YAML.format(name=request.param, corpus=corpus, **RUNS[request.param]))
-    run_dir = str(root / "run")
-    train(load_config(str(path)), run_dir, data_dir=str(root / "data"), verbose=0)
-    return {"name": request.param, "dir": run_dir, "data": str(root / "data"), "root": root}
+    return train_tiny_run(root, corpus, name=request.param, lite=request.param == "lite")
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,12 @@ class RunFiles:
         return os.path.join(self.root, "checkpoints")
 
     @property
+    def train_checkpoints(self):
+        """Where a fine-tune that wraps the model (pruning, QAT) keeps its resumable training checkpoints;
+        `checkpoints` then receives the final unwrapped model only."""
+        return os.path.join(self.root, "train_checkpoints")
+
+    @property
     def state(self):
         return os.path.join(self.root, "train_state.json")
 
@@ -163,10 +169,22 @@ def count_batches(ds: tf.data.Dataset) -> int:
 
 
 def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: str | None = None,
-          verbose: int | str = "auto") -> dict:
-    """Train `exp` into `run_dir`; returns train_state (epochs_done, train_seconds, last metrics)."""
+          verbose: int | str = "auto", *, init_weights: list | None = None, transform=None, finalize=None,
+          callbacks: list | tuple = ()) -> dict:
+    """Train `exp` into `run_dir`; returns train_state (epochs_done, train_seconds, last metrics).
+
+    Fine-tuning (compression) hooks:
+        init_weights: `model.get_weights()` of a model with this config: start from them, not from scratch.
+        transform: model -> model to fit, applied after building (wrap for pruning / QAT, add regularizer
+            losses). Called again on resume, so it must be deterministic.
+        finalize: fitted model -> model with `build_transformer`'s structure (strip the wrappers). With it,
+            training checkpoints go to `train_checkpoints/` and `checkpoints/` receives the finalized model,
+            so `load_run`, `export` and `evaluate` see a plain model.
+        callbacks: extra Keras callbacks for `fit` (e.g. TF-MOT's UpdatePruningStep and PruningSummaries).
+    """
     files = RunFiles(run_dir)
-    has_ckpt = tf.train.latest_checkpoint(files.checkpoints) is not None
+    ckpt_dir = files.train_checkpoints if finalize else files.checkpoints
+    has_ckpt = tf.train.latest_checkpoint(ckpt_dir) is not None
     if has_ckpt and not resume:
         raise ConfigError(f"{run_dir} already holds a trained model: pass --resume to continue it, "
                           "or choose another --out directory")
@@ -197,22 +215,29 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     strategy = make_strategy(t.strategy)
     keras.mixed_precision.set_global_policy(t.precision)
     try:
-        return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose)
+        return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights, transform,
+                    finalize, list(callbacks))
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose):
+def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights=None, transform=None,
+         finalize=None, extra_callbacks=()):
     t = exp.train
     run_dir = files.root
     with strategy.scope():
         model = build_transformer(exp.model)
+        if init_weights is not None:
+            model.set_weights(init_weights)
+        if transform is not None:
+            model = transform(model)
         optimizer = build_optimizer(t)
         model.compile(optimizer=optimizer, loss=LabelSmoothedCrossEntropy(t.label_smoothing),
                       metrics=[MaskedAccuracy()], jit_compile=t.jit_compile)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(ckpt, files.checkpoints, max_to_keep=2)
+    manager = tf.train.CheckpointManager(ckpt, files.train_checkpoints if finalize else files.checkpoints,
+                                         max_to_keep=2)
     seconds_before = 0.0
     if resume and manager.latest_checkpoint:
         optimizer.build(model.trainable_variables)  # create the slots so the restore fills them now
@@ -220,15 +245,25 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose):
         seconds_before = _read_state(files).get("train_seconds", 0.0)
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= t.epochs:
+        if finalize is not None and tf.train.latest_checkpoint(files.checkpoints) is None:
+            _save_final(finalize(model), files)
         return _read_state(files)
 
     callbacks = [
         _EpochCheckpoint(manager, epoch_var, files, seconds_before),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=100, profile_batch=0),
+        *extra_callbacks,
     ]
     if t.time_budget_minutes:
         callbacks.append(_TimeBudget(t.time_budget_minutes * 60 - seconds_before))
     model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
               validation_data=valid_ds, callbacks=callbacks, verbose=verbose)
+    if finalize is not None:
+        _save_final(finalize(model), files)
     return _read_state(files)
+
+
+def _save_final(model: keras.Model, files: RunFiles) -> None:
+    """The finalized (unwrapped) model as the run's checkpoint, in the structure `load_run` restores."""
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), files.checkpoints, max_to_keep=1).save()

@@ -1,0 +1,1 @@
+"""Compression: TF-MOT hooks, TPrune structured pruning and shrinking."""

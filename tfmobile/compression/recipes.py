@@ -1,0 +1,182 @@
+"""Run-level TPrune recipes: a trained run directory in, a new run directory out.
+
+    regularize_run   fine-tune with a group regularizer (SSL or Structured Hoyer Square) on the line groups
+    prune_lines_run  select lines (TPrune) or heads (head-wise baseline), shrink, fine-tune the smaller model
+
+The output of each is an ordinary run directory (config.yaml with the shrunk per-layer dims, spm, a
+checkpoint), so `tfmobile evaluate`, `tfmobile export` and `tfmobile bench` work on it unchanged, plus
+`compression.json` saying what was removed. Fine-tunes checkpoint every 100 steps and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from tfmobile.compression.tprune import (apply_mask, head_importance, layer_kernel_weights, line_groups,
+                                         plan_sparsity, regularization_loss, select_heads, select_lines, shrink)
+from tfmobile.errors import ConfigError, DataError
+from tfmobile.models.config import ExperimentConfig, ModelConfig, experiment_from_dict, load_yaml
+from tfmobile.training.trainer import RunFiles, load_run, train
+from tfmobile.utils import atomic_write_text
+
+METHODS = ("tprune", "headwise")
+REPORT_FILE = "compression.json"
+STEPS_PER_EPOCH = 100  # fine-tunes checkpoint this often
+
+
+def finetune_experiment(run_dir: str, steps: int, learning_rate: float, warmup_steps: int | None = None,
+                        model: ModelConfig | None = None) -> ExperimentConfig:
+    """The source run's experiment, set up to fine-tune for `steps` steps (optionally with another model config)."""
+    files = RunFiles(run_dir)
+    if not os.path.exists(files.config):
+        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml)")
+    if steps < 1:
+        raise ConfigError(f"fine-tune steps must be positive (got {steps})")
+    exp = experiment_from_dict(load_yaml(files.config))
+    t = exp.train
+    t.steps_per_epoch = min(steps, STEPS_PER_EPOCH)
+    t.epochs = math.ceil(steps / t.steps_per_epoch)
+    t.learning_rate = learning_rate
+    t.warmup_steps = warmup_steps if warmup_steps is not None else max(1, steps // 10)
+    t.time_budget_minutes = None
+    if model is not None:
+        model.vocab_size = exp.model.vocab_size
+        exp.model = model
+    return exp
+
+
+def _resume(out_dir: str, files_dir: str | None = None) -> bool:
+    return tf.train.latest_checkpoint(files_dir or RunFiles(out_dir).checkpoints) is not None
+
+
+def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strength: float = 1e-4, steps: int = 500,
+                   learning_rate: float = 5e-4, strategy: str = "tprune", data_dir: str | None = None,
+                   verbose="auto") -> dict:
+    """Fine-tune `run_dir` with the group regularizer on TPrune's line groups; resumes an unfinished `out_dir`."""
+    exp = finetune_experiment(run_dir, steps, learning_rate)
+    _, source, _ = load_run(run_dir)
+
+    def add_regularizer(model):
+        model.add_loss(regularization_loss(line_groups(model, exp.model, strategy), regularizer, strength))
+        return model
+
+    state = train(exp, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose,
+                  init_weights=source.get_weights(), transform=add_regularizer)
+    _, model, _ = load_run(out_dir)
+    report = {"method": "regularize", "source": run_dir, "regularizer": regularizer, "strength": strength,
+              "steps": steps, "strategy": strategy, "line_norms": line_norm_summary(model, exp.model, strategy),
+              "train": state}
+    atomic_write_text(os.path.join(out_dir, REPORT_FILE), json.dumps(report, indent=2))
+    return report
+
+
+def line_norm_summary(model, cfg: ModelConfig, strategy: str = "tprune", threshold: float = 1e-2) -> dict:
+    """How many lines of the groups have an RMS norm below `threshold` (nearly dead after regularization)."""
+    lines = dead = 0
+    for g in line_groups(model, cfg, strategy):
+        rms = g.norms() / math.sqrt(g.line_cost)
+        lines += rms.size
+        dead += int(np.sum(rms < threshold))
+    return {"lines": lines, "below_threshold": dead, "threshold": threshold}
+
+
+def _train_batches(exp: ExperimentConfig, run_dir: str, data_dir: str | None, count: int):
+    """The first `count` training batches of the run's corpus (for head importance)."""
+    from tfmobile.data import prepare_corpus
+    from tfmobile.data.pipeline import token_batches, tokenized_pairs
+    from tfmobile.training.trainer import load_tokenizers
+
+    prepared = prepare_corpus(exp.data.corpus, data_dir=data_dir)
+    src_tok, tgt_tok = load_tokenizers(run_dir, exp)
+    max_len = min(exp.data.max_len, exp.model.max_source_len, exp.model.max_target_len)
+    examples = tokenized_pairs(prepared.splits["train"], src_tok, tgt_tok, max_len=max_len)
+    ds = token_batches(examples, exp.train.max_tokens, max_len, shuffle=True, seed=exp.train.seed)
+    return ds.take(count)
+
+
+def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune", data_dir: str | None = None,
+             importance_batches: int = 20):
+    """(experiment, model with the plan's lines zeroed, plan) for one pruning method on a trained run."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
+    from tfmobile.training.losses import LabelSmoothedCrossEntropy
+
+    exp, model, _ = load_run(run_dir)
+    total = layer_kernel_weights(model)
+    if method == "tprune":
+        plan = select_lines(line_groups(model, exp.model, strategy), sparsity, total)
+    else:
+        batches = _train_batches(exp, run_dir, data_dir, importance_batches)
+        importance = head_importance(model, exp.model, batches, LabelSmoothedCrossEntropy(0.0))
+        plan = select_heads(model, importance, sparsity, total)
+    apply_mask(model, plan)
+    return exp, model, plan
+
+
+def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", strategy: str = "tprune",
+                    finetune_steps: int = 500, learning_rate: float = 5e-4, data_dir: str | None = None,
+                    verbose="auto") -> dict:
+    """Prune `run_dir` (for TPrune: a regularized run) to `sparsity`, shrink it, fine-tune the smaller dense
+    model into `out_dir`. Returns (and writes to out_dir/compression.json) what was removed."""
+    exp, model, plan = plan_for(method, run_dir, sparsity, strategy, data_dir)
+    achieved = plan_sparsity(model, plan)
+    new_cfg, weights = shrink(model, exp.model, plan)
+    ft = finetune_experiment(run_dir, finetune_steps, learning_rate, model=new_cfg)
+    ft.description = f"{method} at {achieved:.1%} sparsity of {run_dir}"
+    state = train(ft, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose, init_weights=weights)
+    _copy_report(run_dir, out_dir)
+    before = int(sum(np.prod(v.shape) for v in model.weights))
+    _, small, _ = load_run(out_dir)
+    report = {
+        "method": method, "source": run_dir, "strategy": strategy if method == "tprune" else None,
+        "target_sparsity": sparsity, "sparsity": achieved, "params_before": before,
+        "params": int(sum(np.prod(v.shape) for v in small.weights)),
+        "layers": {"encoder": [_dims(l) for l in new_cfg.encoder_layers],
+                   "decoder": [_dims(l) for l in new_cfg.decoder_layers]},
+        "finetune_steps": finetune_steps, "train": state,
+    }
+    atomic_write_text(os.path.join(out_dir, REPORT_FILE), json.dumps(report, indent=2))
+    return report
+
+
+def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", regularizer: str | None = "shs",
+               strength: float = 2e-4, reg_steps: int = 400, finetune_steps: int = 300, learning_rate: float = 5e-4,
+               strategy: str = "tprune", regularized_dir: str | None = None, data_dir: str | None = None,
+               verbose="auto") -> dict:
+    """`tfmobile tprune`: (for TPrune) regularize into `regularized_dir` (default OUT/regularized) unless
+    `regularizer` is None, then prune, shrink and fine-tune into `out_dir`. Checks the arguments before
+    any training starts."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1) (got {sparsity})")
+    if method not in METHODS:
+        raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
+    if not os.path.exists(RunFiles(run_dir).config):
+        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
+    source = run_dir
+    if method == "tprune" and regularizer:
+        source = regularized_dir or os.path.join(out_dir, "regularized")
+        regularize_run(run_dir, source, regularizer, strength, reg_steps, learning_rate, strategy, data_dir, verbose)
+    return prune_lines_run(source, out_dir, sparsity, method, strategy, finetune_steps, learning_rate, data_dir,
+                           verbose)
+
+
+def _dims(layer) -> dict:
+    keys = ("num_heads", "qk_dim", "v_dim", "ffn_dim", "cross_num_heads", "cross_qk_dim", "cross_v_dim")
+    return {k: getattr(layer, k) for k in keys if hasattr(layer, k)}
+
+
+def _copy_report(source: str, out_dir: str) -> None:
+    """Keep the source's compression history (e.g. the regularization) beside the new report."""
+    src = os.path.join(source, REPORT_FILE)
+    if os.path.exists(src):
+        shutil.copyfile(src, os.path.join(out_dir, "source_" + REPORT_FILE))
+
+
+__all__ = ["METHODS", "finetune_experiment", "line_norm_summary", "plan_for", "prune_lines_run", "regularize_run",
+           "tprune_run"]
