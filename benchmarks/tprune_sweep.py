@@ -51,9 +51,11 @@ def train_points(args) -> list[dict]:
 
     work = args.work_dir
     regularized = os.path.join(work, "regularized")
-    print(f"regularize ({args.regularizer}, strength {args.strength:g}, {args.reg_steps} steps)", flush=True)
-    regularize_run(args.run, regularized, args.regularizer, args.strength, args.reg_steps, args.learning_rate,
+    print(f"regularize ({args.regularizer}, {args.reg_steps} steps)", flush=True)
+    report = regularize_run(args.run, regularized, args.regularizer, args.strength, args.reg_steps, args.learning_rate,
                    data_dir=args.data_dir, verbose=2)
+    args.strength = report["strength"]
+    print(f"  strength {args.strength:g}; lines nearly dead: {report['line_norms']}", flush=True)
     points = []
     for method, sparsities, source, steps in (
             ("tprune", args.tprune, regularized, args.finetune_steps),
@@ -171,7 +173,7 @@ def parse_args(argv=None):
     ap.add_argument("--tprune", nargs="+", type=float, default=list(TPRUNE_SPARSITIES))
     ap.add_argument("--headwise", nargs="*", type=float, default=list(HEADWISE_SPARSITIES))
     ap.add_argument("--regularizer", choices=["ssl", "shs"], default="shs")
-    ap.add_argument("--strength", type=float, default=2e-4)
+    ap.add_argument("--strength", type=float, default=None, help="default: the regularizer's DEFAULT_STRENGTH")
     ap.add_argument("--reg-steps", type=int, default=400)
     ap.add_argument("--finetune-steps", type=int, default=200)
     ap.add_argument("--headwise-steps", type=int, default=None, help="default: --finetune-steps")

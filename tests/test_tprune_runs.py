@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from tfmobile import cli
 from tfmobile.compression.bssl import bssl_run
 from tfmobile.compression.recipes import prune_lines_run, regularize_run
 from tfmobile.compression.regularizers import hoyer_square
@@ -83,3 +84,23 @@ def test_bssl_draws_the_sparsity_pictures(run, tmp_path):
     labels = set(report["sparsity"])
     assert "encoder_layer_0 self W_Q" in labels and "decoder_layer_1 cross W_K" in labels
     assert all(0.0 <= s["columns"] <= 1.0 for s in report["sparsity"].values())
+@pytest.mark.parametrize("argv, message", [
+    (["--sparsity", "1.5"], "sparsity must be in"),
+    (["--method", "random"], "invalid choice"),
+    (["--regularizer", "l0"], "invalid choice"),
+])
+def test_cli_errors_are_one_line(run, tmp_path, capsys, argv, message):
+    try:  # argparse exits; our own errors return 2
+        code = cli.main(["tprune", run["dir"], "--out", str(tmp_path / "x"), "--finetune-steps", "1", *argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not os.path.exists(tmp_path / "x")  # checked before any training
+
+
+def test_cli_missing_run(tmp_path, capsys):
+    assert cli.main(["tprune", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a trained model directory" in err

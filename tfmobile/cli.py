@@ -1,4 +1,4 @@
-"""`tfmobile <verb>`: data, train, translate, evaluate, export, bench, profile, presets, quickstart.
+"""`tfmobile <verb>`: data, train, translate, evaluate, export, prune, qat, tprune, bssl, bench, profile, presets, quickstart.
 
 Every user-fixable problem is a `TfmobileError`: printed as one line on stderr, exit status 2.
 TensorFlow is imported only by the verbs that need it, so `profile` and `presets` answer at once.
@@ -175,6 +175,59 @@ def cmd_bench(args):
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
+def cmd_prune(args):
+    from tfmobile.compression.tfmot_hooks import parse_block, parse_m_by_n, prune_run
+
+    block, m_by_n = parse_block(args.block), parse_m_by_n(args.m_by_n)
+    result = prune_run(args.run_dir, args.out, sparsity_target=args.sparsity, schedule=args.schedule,
+                       initial_sparsity=args.initial_sparsity, block_size=block, m_by_n=m_by_n, steps=args.steps,
+                       learning_rate=args.learning_rate, begin_step=args.begin_step, end_step=args.end_step,
+                       frequency=args.frequency, prune_embeddings=args.prune_embeddings, resume=args.resume,
+                       data_dir=args.data_dir, verbose=args.verbose)
+    print(json.dumps(result))
+
+
+def cmd_qat(args):
+    from tfmobile.compression.tfmot_hooks import qat_run
+
+    result = qat_run(args.run_dir, args.out, steps=args.steps, learning_rate=args.learning_rate, resume=args.resume,
+                     data_dir=args.data_dir, verbose=args.verbose)
+    print(json.dumps(result))
+    print(f"next: {result['next']}", file=sys.stderr)
+
+
+def cmd_tprune(args):
+    from tfmobile.compression.recipes import tprune_run
+
+    result = tprune_run(args.run_dir, args.out, args.sparsity, method=args.method,
+                        regularizer=None if args.regularizer == "none" else args.regularizer, strength=args.strength,
+                        reg_steps=args.reg_steps, finetune_steps=args.finetune_steps,
+                        learning_rate=args.learning_rate, strategy=args.strategy, regularized_dir=args.regularized,
+                        data_dir=args.data_dir, verbose=args.verbose)
+    print(json.dumps({k: result[k] for k in ("method", "target_sparsity", "sparsity", "params_before", "params",
+                                              "layers")}))
+
+
+def cmd_bssl(args):
+    from tfmobile.compression.bssl import bssl_run
+
+    result = bssl_run(args.run_dir, args.out, args.strength, args.steps, args.learning_rate, data_dir=args.data_dir,
+                      plot=args.plot, verbose=args.verbose)
+    print(json.dumps({"plot": result["plot"], "sparsity": result["sparsity"]}))
+
+
+def _add_finetune_args(p, what: str):
+    p.add_argument("run_dir", help="a trained run directory (`tfmobile train`)")
+    p.add_argument("--out", required=True, help=f"the new run directory, {what} (`tfmobile export/evaluate` take it)")
+    p.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
+    p.add_argument("--learning-rate", type=float,
+                   help="peak fine-tuning learning rate, warm-up over a tenth of the steps "
+                        "(default: where the run's schedule ended)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune in --out")
+    p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2], help="Keras progress output")
+    _add_data_dir(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfmobile", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -228,6 +281,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("prune", help="fine-tune a run with TF-MOT magnitude pruning into a new (stripped) run")
+    _add_finetune_args(p, "saved stripped of the pruning wrappers")
+    p.add_argument("--sparsity", type=float, help="target fraction of zeros in each pruned kernel, e.g. 0.5")
+    p.add_argument("--schedule", default="constant", choices=["constant", "polynomial"],
+                   help="constant sparsity, or polynomial decay from --initial-sparsity to --sparsity")
+    p.add_argument("--initial-sparsity", type=float, default=0.0, help="polynomial: sparsity at --begin-step")
+    p.add_argument("--begin-step", type=int, default=1, help="first step that prunes (default 1)")
+    p.add_argument("--end-step", type=int, help="polynomial: step that reaches --sparsity (default 3/4 of --steps)")
+    p.add_argument("--frequency", type=int, help="recompute the masks every N steps (default --steps/20)")
+    p.add_argument("--block", help="zero blocks ROWSxCOLS of each kernel [in, out], e.g. 1x4 (default element-wise)")
+    p.add_argument("--m-by-n", help="M zeros in every N consecutive input channels, e.g. 2:4 (implies --sparsity M/N)")
+    p.add_argument("--prune-embeddings", action="store_true", help="also prune the embedding matrices")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("qat", help="quantization-aware fine-tuning (8-bit kernels) before `export --quantize int8`")
+    _add_finetune_args(p, "with float weights that survive int8")
+    p.set_defaults(func=cmd_qat)
+
+    p = sub.add_parser("tprune", help="TPrune: regularize, prune whole rows/columns, shrink to a smaller dense model, "
+                                      "fine-tune (or head-wise pruning, the baseline)")
+    p.add_argument("run_dir", help="a trained run directory (`tfmobile train`)")
+    p.add_argument("--out", required=True, help="the new run directory (the shrunk model)")
+    p.add_argument("--sparsity", type=float, default=0.2,
+                   help="fraction of the encoder/decoder layers' kernel weights to remove (default 0.2)")
+    p.add_argument("--method", default="tprune", choices=["tprune", "headwise"])
+    p.add_argument("--regularizer", default="shs", choices=["shs", "ssl", "none"],
+                   help="group regularizer before pruning: Structured Hoyer Square, SSL group lasso, or none")
+    p.add_argument("--strength", type=float, default=None, help="regularizer lambda (default: shs 1e-2, ssl 5e-4)")
+    p.add_argument("--reg-steps", type=int, default=400, help="regularized fine-tuning steps (default 400)")
+    p.add_argument("--regularized", default=None,
+                   help="where the regularized run goes, or an existing one to reuse (default OUT/regularized)")
+    p.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning steps after shrinking (default 300)")
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--strategy", default="tprune", choices=["tprune", "all"],
+                   help="tprune: encoder Q/K, V/O and FFN lines, decoder Q/K only (the paper's); all: every group")
+    p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2], help="Keras progress output")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_tprune)
+
+    p = sub.add_parser("bssl", help="BSSL analysis: block-wise group lasso fine-tune and sparsity heatmaps (PNG)")
+    p.add_argument("run_dir", help="a trained run directory")
+    p.add_argument("--out", required=True, help="the regularized run directory (heatmaps: OUT/bssl.png)")
+    p.add_argument("--strength", type=float, default=2e-5)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--plot", default=None, help="PNG path (default OUT/bssl.png)")
+    p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_bssl)
 
     p = sub.add_parser("profile", help="parameters and Mult-Adds, counted as in the papers")
     p.add_argument("config", help="preset name or YAML path")

@@ -18,6 +18,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from tfmobile.compression.regularizers import DEFAULT_STRENGTH
 from tfmobile.compression.tprune import (apply_mask, head_importance, layer_kernel_weights, line_groups,
                                          plan_sparsity, regularization_loss, select_heads, select_lines, shrink)
 from tfmobile.errors import ConfigError, DataError
@@ -55,10 +56,13 @@ def _resume(out_dir: str, files_dir: str | None = None) -> bool:
     return tf.train.latest_checkpoint(files_dir or RunFiles(out_dir).checkpoints) is not None
 
 
-def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strength: float = 1e-4, steps: int = 500,
+def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strength: float | None = None, steps: int = 500,
                    learning_rate: float = 5e-4, strategy: str = "tprune", data_dir: str | None = None,
                    verbose="auto") -> dict:
-    """Fine-tune `run_dir` with the group regularizer on TPrune's line groups; resumes an unfinished `out_dir`."""
+    """Fine-tune `run_dir` with the group regularizer on TPrune's line groups; resumes an unfinished `out_dir`.
+    strength None: the regularizer's DEFAULT_STRENGTH."""
+    if strength is None:
+        strength = DEFAULT_STRENGTH.get(regularizer, 0.0)
     exp = finetune_experiment(run_dir, steps, learning_rate)
     _, source, _ = load_run(run_dir)
 
@@ -146,7 +150,7 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
 
 
 def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", regularizer: str | None = "shs",
-               strength: float = 2e-4, reg_steps: int = 400, finetune_steps: int = 300, learning_rate: float = 5e-4,
+               strength: float | None = None, reg_steps: int = 400, finetune_steps: int = 300, learning_rate: float = 5e-4,
                strategy: str = "tprune", regularized_dir: str | None = None, data_dir: str | None = None,
                verbose="auto") -> dict:
     """`tfmobile tprune`: (for TPrune) regularize into `regularized_dir` (default OUT/regularized) unless

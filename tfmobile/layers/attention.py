@@ -138,6 +138,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return (tf.zeros([batch_size, h, max_length, self.qk_dim // h], dtype),
                 tf.zeros([batch_size, h, max_length, self.v_dim // h], dtype))
 
+    def get_prunable_weights(self):
+        """The W_Q, W_K, W_V and W_O kernels (TF-MOT's `PrunableLayer`); biases stay dense."""
+        return [d.kernel for d in (self.query_dense, self.key_dense, self.value_dense, self.output_dense)]
+
     # -- whole sequences -----------------------------------------------------------------------
     def call(self, inputs, training=None):
         query, key_value, key_mask = inputs

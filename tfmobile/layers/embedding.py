@@ -77,6 +77,10 @@ class TokenEmbedding(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return None
 
+    def get_prunable_weights(self):
+        """The embedding matrix (TF-MOT's `PrunableLayer`; also the tied output projection)."""
+        return [self.embeddings]
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -97,6 +101,10 @@ class PaddingMask(keras.layers.Layer):
 
     def call(self, ids):
         return tf.cast(tf.not_equal(ids, self.pad_id), self.compute_dtype)
+
+    def get_prunable_weights(self):
+        """None: no weights (lets TF-MOT's `prune_low_magnitude` wrap a whole model)."""
+        return []
 
     def get_config(self):
         return {**super().get_config(), "pad_id": self.pad_id}

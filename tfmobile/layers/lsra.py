@@ -138,6 +138,13 @@ class LongShortRangeAttention(keras.layers.Layer):
         y_c = self.conv_out(self.conv([self._conv_input(x_c), mask], training=training))
         return tf.concat([y_a, y_c], axis=-1)
 
+    def get_prunable_weights(self):
+        """The attention branch's kernels, Linear_1 and Linear_2, and the convolution's kernel where zeros
+        mean sparsity (TF-MOT's `PrunableLayer`): the dynamic convolution's kernel projection, and the
+        lightweight kernel only without `weight_softmax` (a zero logit is not a zero weight after softmax)."""
+        conv = self.conv.get_prunable_weights() if self.conv_type == "dynamic" or not self.weight_softmax else []
+        return [*self.attention.get_prunable_weights(), self.conv_in.kernel, *conv, self.conv_out.kernel]
+
     # -- incremental decoding ------------------------------------------------------------------
     def initial_cache(self, batch_size, max_length: int, dtype=None):
         """(cache_k, cache_v, conv_state) of zeros: [B, H, max_length, d_a/H] twice and [B, K-1, d_c]."""

@@ -42,6 +42,10 @@ class FeedForward(keras.layers.Layer):
     def call(self, x, training=None):
         return self.fc2(self.dropout_layer(self.fc1(x), training=training))
 
+    def get_prunable_weights(self):
+        """W_1 and W_2 (TF-MOT's `PrunableLayer`)."""
+        return [self.fc1.kernel, self.fc2.kernel]
+
     def get_config(self):
         return {**super().get_config(), "ffn_dim": self.ffn_dim, "output_dim": self.output_dim,
                 "activation": self.activation, "activation_dropout": self.activation_dropout}
@@ -84,6 +88,12 @@ class _TransformerLayer(keras.layers.Layer):
         if self.lsra is None:
             return self.self_attention([h, h, mask], training=training)
         return self.self_attention([h, mask], training=training)
+
+    def get_prunable_weights(self):
+        """The kernels of self-attention (or LSRA), encoder-decoder attention and FFN (TF-MOT's
+        `PrunableLayer`); biases and LayerNorm stay dense."""
+        sublayers = [self.self_attention, getattr(self, "cross_attention", None), self.ffn]
+        return [w for layer in sublayers if layer is not None for w in layer.get_prunable_weights()]
 
     def _residual(self, x, norm, fn, training):
         h = norm(x) if self.normalize_before else x

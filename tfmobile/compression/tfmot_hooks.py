@@ -1,0 +1,692 @@
+"""TF Model Optimization hooks: magnitude pruning and quantization-aware training of whole tfmobile models.
+
+Pruning (Zhu & Gupta 2017, "To prune, or not to prune", TF-MOT's `prune_low_magnitude`): during training the
+smallest-magnitude weights of each prunable kernel are masked to zero, following a sparsity schedule
+(constant, or polynomial decay s_t = s_f + (s_i - s_f)(1 - (t - t_0)/(t_1 - t_0))^3), element-wise, in
+blocks, or m-by-n (2:4: two zeros in every four consecutive input channels of each output, the layout
+sparse tensor cores and TFLite read). Every tfmobile layer names its kernels with `get_prunable_weights`
+(TF-MOT's `PrunableLayer`); biases, LayerNorm and the sinusoidal tables stay dense.
+
+Quantization-aware training (Jacob et al. 2018; TF-MOT's `quantize_annotate_*` + `quantize_apply`): the Dense
+kernels nested in every tfmobile layer are fake-quantized to the 8-bit symmetric per-tensor grid in the
+forward pass (straight-through gradients), so the weights learn to survive `tfmobile export --quantize
+int8`, which runs the fully connected layers in int8 and the rest in float. Softmax, the additive -1e9
+masks, the embedding gather and the 0/1 padding masks stay float; outputs are fake-quantized (moving-average
+ranges) only where the int8 export feeds them to a fully connected layer: the final LayerNorms, and the
+outputs of post-norm layers, which are LayerNorm outputs. Never the logits.
+
+Both wrap a Functional model built by `build_transformer`; `strip` / `strip_quantization` give back a model
+with exactly `build_transformer`'s structure, which is what runs save (the exporters fetch layers by name).
+`prune_run` / `qat_run` are the `tfmobile prune` / `tfmobile qat` verbs: fine-tune a trained run into a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate as _annotate_mod
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry as _prune_registry
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pruning_wrapper
+
+from tfmobile.errors import ConfigError, DataError
+from tfmobile.layers import (DynamicConv1D, FeedForward, LightweightConv1D, LongShortRangeAttention,
+                             MultiHeadAttention, PaddingMask, TokenEmbedding, TransformerDecoderLayer,
+                             TransformerEncoderLayer)
+from tfmobile.utils import atomic_write_text
+
+sparsity = tfmot.sparsity.keras
+quantization = tfmot.quantization.keras
+
+TFMOBILE_LAYERS = (MultiHeadAttention, FeedForward, TransformerEncoderLayer, TransformerDecoderLayer,
+                   LongShortRangeAttention, LightweightConv1D, DynamicConv1D, TokenEmbedding, PaddingMask)
+# Virtual subclasses (abc): `isinstance(layer, PrunableLayer)` holds, and tfmobile.layers need not import tfmot.
+for _cls in TFMOBILE_LAYERS:
+    sparsity.PrunableLayer.register(_cls)
+
+SCHEDULES = ("constant", "polynomial")
+PruneLowMagnitude = _pruning_wrapper.PruneLowMagnitude
+_WRAPPERS = (PruneLowMagnitude, quantization.QuantizeWrapper, _annotate_mod.QuantizeAnnotate)
+
+
+def unwrap(layer):
+    """The layer inside TF-MOT's pruning / quantization wrappers (the layer itself when unwrapped)."""
+    while isinstance(layer, _WRAPPERS):
+        layer = layer.layer
+    return layer
+
+
+def prunable_weights(layer) -> list:
+    """The weights TF-MOT would prune in `layer`: `get_prunable_weights()` of tfmobile layers, the registry's
+    weights of Keras layers (a Dense kernel), nothing for the rest."""
+    layer = unwrap(layer)
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    if _prune_registry.PruneRegistry.supports(layer):
+        return [getattr(layer, name) for name in _prune_registry.PruneRegistry._weight_names(layer)]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pruning
+
+
+def make_schedule(kind: str = "constant", target: float = 0.5, initial: float = 0.0, begin_step: int = 1,
+                  end_step: int | None = None, frequency: int = 100) -> sparsity.PruningSchedule:
+    """A TF-MOT pruning schedule. Steps count training steps from 1 (the first step the wrappers see).
+
+    constant: `target` sparsity from `begin_step` on, masks recomputed every `frequency` steps.
+    polynomial: from `initial` at `begin_step` to `target` at `end_step` (cubic decay), every `frequency` steps.
+    """
+    if kind not in SCHEDULES:
+        raise ConfigError(f"unknown pruning schedule {kind!r} (known: {', '.join(SCHEDULES)})")
+    for name, value in (("sparsity", target), ("initial sparsity", initial)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name} must be a fraction of zeros in [0, 1) (got {value})")
+    if begin_step < 0 or frequency < 1:
+        raise ConfigError(f"pruning begin step must be >= 0 and frequency >= 1 (got {begin_step} and {frequency})")
+    if kind == "constant":
+        return sparsity.ConstantSparsity(target, begin_step, end_step=-1 if end_step is None else end_step,
+                                         frequency=frequency)
+    if end_step is None or end_step <= begin_step:
+        raise ConfigError(f"a polynomial schedule needs an end step after its begin step "
+                          f"({begin_step}; got {end_step})")
+    if initial > target:
+        raise ConfigError(f"initial sparsity {initial} is above the target {target}")
+    return sparsity.PolynomialDecay(initial, target, begin_step, end_step, power=3, frequency=frequency)
+
+
+class _PrunablePolicy(sparsity.PruningPolicy):
+    """Wrap only the layers that have prunable weights (and the embeddings only when asked): PaddingMask,
+    Dropout, Concatenate and LayerNormalization stay as they are."""
+
+    def __init__(self, prune_embeddings: bool = False):
+        self.prune_embeddings = prune_embeddings
+
+    def allow_pruning(self, layer):
+        if isinstance(layer, TokenEmbedding) and not self.prune_embeddings:
+            return False
+        return bool(prunable_weights(layer))
+
+    def ensure_model_supports_pruning(self, model):
+        return None
+
+
+def prunable_layer_names(model: keras.Model, prune_embeddings: bool = False) -> list[str]:
+    """Names of the layers `prune_model` wraps."""
+    policy = _PrunablePolicy(prune_embeddings)
+    return [unwrap(l).name for l in model.layers if policy.allow_pruning(unwrap(l))]
+
+
+def _check_pattern(model, names, block_size, m_by_n):
+    block_size = tuple(block_size)
+    if len(block_size) != 2 or min(block_size) < 1:
+        raise ConfigError(f"block size must be two positive integers (rows x columns), not {block_size}")
+    if m_by_n is not None:
+        m, n = m_by_n
+        if not 0 < m < n:
+            raise ConfigError(f"m-by-n sparsity needs 0 < m < n (got {m}:{n})")
+        if block_size != (1, 1):
+            raise ConfigError("choose block sparsity or m-by-n sparsity, not both")
+    if block_size == (1, 1) and m_by_n is None:
+        return
+    for name in names:
+        for w in prunable_weights(model.get_layer(name)):
+            shape = tuple(w.shape)
+            if len(shape) != 2:
+                raise ConfigError(f"{name}: {w.name} has shape {shape}; block and m-by-n sparsity need 2-D kernels")
+            if m_by_n is not None and shape[0] % m_by_n[1]:
+                raise ConfigError(f"{name}: {w.name} has {shape[0]} input channels, not a multiple of {m_by_n[1]}: "
+                                  f"{m_by_n[0]}:{m_by_n[1]} sparsity cannot apply (choose other widths or another "
+                                  "pattern)")
+
+
+def prune_model(model: keras.Model, schedule: sparsity.PruningSchedule | None = None, block_size=(1, 1),
+                m_by_n: tuple[int, int] | None = None, prune_embeddings: bool = False,
+                block_pooling: str = "AVG") -> keras.Model:
+    """`prune_low_magnitude` over a whole `build_transformer` model: every layer with prunable kernels is
+    wrapped (the rest are left as they are); weights are shared with `model`.
+
+    block_size: (rows, columns) of the zero blocks in each 2-D kernel [in, out]; (1, 1) is element-wise.
+    m_by_n: e.g. (2, 4): m zeros in every n consecutive input channels of each output (fixed at the first
+        step; the schedule's sparsity is then not used). Needs every pruned kernel's input width divisible by n.
+    Training needs the callback `UpdatePruningStep()`; `strip` removes the wrappers.
+    """
+    policy = keras.mixed_precision.global_policy()
+    if policy.compute_dtype != policy.variable_dtype:
+        # TF-MOT multiplies weight and mask as read in the layer's compute dtype and assigns the product back:
+        # under bfloat16 that rounds the float32 weights at every step (and a float32 layer fails outright)
+        raise ConfigError(f"pruning needs a float32 Keras policy, not {policy.name}")
+    schedule = schedule or make_schedule()
+    names = prunable_layer_names(model, prune_embeddings)
+    if not names:
+        raise ConfigError(f"model {model.name} has no prunable layers")
+    _check_pattern(model, names, block_size, m_by_n)
+    try:
+        return sparsity.prune_low_magnitude(model, pruning_schedule=schedule, block_size=tuple(block_size),
+                                            block_pooling_type=block_pooling, sparsity_m_by_n=m_by_n,
+                                            pruning_policy=_PrunablePolicy(prune_embeddings))
+    except ValueError as e:  # what TF-MOT still refuses, as one line
+        raise ConfigError(f"cannot prune {model.name}: {str(e).splitlines()[0]}") from None
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """`strip_pruning`: the model without pruning wrappers (its kernels keep their zeros)."""
+    return sparsity.strip_pruning(model)
+
+
+def weight_paths(layer, prefix: str | None = None) -> dict:
+    """id(variable) -> 'layer/sublayer/.../weight' for every weight in `layer` (variable names do not say:
+    sublayers built inside a parent's `build` get the parent's scope, e.g. every kernel is `encoder_layer_0/kernel`)."""
+    prefix = prefix or layer.name
+    paths = {id(w): f"{prefix}/{w.name.split(':')[0].split('/')[-1]}"
+             for w in [*layer._trainable_weights, *layer._non_trainable_weights]}
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        paths.update(weight_paths(sub, f"{prefix}/{sub.name}"))
+    return paths
+
+
+def sparsity_report(model: keras.Model, layer_names=None) -> dict:
+    """Fraction of zeros of each prunable weight (of the layers named, default all) and overall."""
+    weights, zeros, total = [], 0, 0
+    for layer in model.layers:
+        inner = unwrap(layer)
+        if layer_names is not None and inner.name not in layer_names:
+            continue
+        paths = weight_paths(inner)
+        for w in prunable_weights(inner):
+            value = np.asarray(keras.backend.get_value(w))
+            n_zero = int(np.count_nonzero(value == 0))
+            weights.append({"layer": inner.name, "name": paths.get(id(w), w.name), "shape": list(value.shape),
+                            "sparsity": n_zero / value.size})
+            zeros += n_zero
+            total += value.size
+    return {"overall": zeros / total if total else 0.0, "zeros": zeros, "total": total, "weights": weights}
+
+
+class PruningLog(sparsity.PruningSummaries):
+    """TF-MOT's PruningSummaries (mask sparsity and threshold per weight, in TensorBoard), also written every
+    `every` steps and at the end: a fine-tune is one epoch, and the stock callback writes at epoch starts only."""
+
+    def __init__(self, log_dir: str, every: int = 50, **kwargs):
+        super().__init__(log_dir=log_dir, **kwargs)
+        self.every = max(1, int(every))
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if (batch + 1) % self.every == 0:
+            self.on_epoch_begin(0, None)  # with logs=None it writes the pruning summaries only
+
+    def on_train_end(self, logs=None):
+        self.on_epoch_begin(0, None)
+        super().on_train_end(logs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Quantization-aware training
+
+
+def _nested_dense(layer, prefix: str = ""):
+    """(path, Dense) for every Dense in `layer` (itself included), in a fixed order."""
+    if isinstance(layer, keras.layers.Dense):
+        yield prefix + layer.name, layer
+        return
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        yield from _nested_dense(sub, prefix if isinstance(sub, keras.layers.Dense) else f"{prefix}{sub.name}_")
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class KernelQuantizer(quantization.quantizers.LastValueQuantizer):
+    """8-bit symmetric per-tensor weight quantizer (TF-MOT's default for Dense kernels: range = max|w|,
+    w_q = clip(round(w / s), -127, 127) s with s = max|w| / 127), whose range variables carry a name unique
+    within the wrapper (TF-MOT names them after the variable, and every nested kernel is called `kernel`)."""
+
+    def __init__(self, num_bits: int = 8, per_axis: bool = False, symmetric: bool = True, narrow_range: bool = True,
+                 name: str | None = None):
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
+        self.name = name
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, self.name or name, layer)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        # The range is always the weights' current one, as the export's weight quantization sees it; TF-MOT
+        # would use the last training batch's range at inference, which is [-6, 6] before the first step.
+        return super().__call__(inputs, True, weights, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "name": self.name}
+
+    def __eq__(self, other):
+        return super().__eq__(other) and getattr(other, "name", None) == self.name
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+def output_quantizer():
+    """8-bit asymmetric per-tensor activation quantizer with moving-average ranges (TF-MOT's default)."""
+    return quantization.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                          narrow_range=False)
+
+
+def _set_untracked(layer, name: str, value):
+    # Keras' __setattr__ would drop the variable from the layer's weights when a tensor replaces it, and
+    # checkpoints and `get_weights` must still see it: set the attribute without Keras' tracking.
+    object.__setattr__(layer, name, value)
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class DenseKernelsQuantizeConfig(quantization.QuantizeConfig):
+    """Fake-quantize every Dense kernel inside a layer (8-bit symmetric per tensor); biases stay float.
+
+    quantize_output: also fake-quantize the layer's output (8-bit, moving-average range).
+    """
+
+    def __init__(self, quantize_output: bool = False):
+        self.quantize_output = bool(quantize_output)
+
+    def get_weights_and_quantizers(self, layer):
+        return [(dense.kernel, KernelQuantizer(name=f"{path}_kernel")) for path, dense in _nested_dense(layer)]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        dense = [d for _, d in _nested_dense(layer)]
+        if len(dense) != len(quantize_weights):
+            raise ValueError(f"{layer.name}: {len(quantize_weights)} quantized kernels for {len(dense)} Dense layers")
+        for d, q in zip(dense, quantize_weights):
+            _set_untracked(d, "kernel", q)
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        return None
+
+    def get_output_quantizers(self, layer):
+        return [output_quantizer()] if self.quantize_output else []
+
+    def get_config(self):
+        return {"quantize_output": self.quantize_output}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class MultiHeadAttentionQuantizeConfig(DenseKernelsQuantizeConfig):
+    """W_Q, W_K, W_V, W_O in 8 bits; the scores, softmax and -1e9 mask stay float."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class FeedForwardQuantizeConfig(DenseKernelsQuantizeConfig):
+    """W_1 and W_2 in 8 bits."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TransformerEncoderLayerQuantizeConfig(DenseKernelsQuantizeConfig):
+    """Every kernel of self-attention (or LSRA) and FFN; the output too for post-norm (a LayerNorm output)."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TransformerDecoderLayerQuantizeConfig(DenseKernelsQuantizeConfig):
+    """Every kernel of self-attention (or LSRA), cross-attention and FFN; the output too for post-norm."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class LongShortRangeAttentionQuantizeConfig(DenseKernelsQuantizeConfig):
+    """Attention kernels, Linear_1, Linear_2 and a dynamic convolution's kernel projection; the
+    softmax-normalized lightweight kernel stays float (it is not a fully connected layer in the export)."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class LightweightConv1DQuantizeConfig(DenseKernelsQuantizeConfig):
+    """Nothing to quantize: the [H, K] kernel is softmax-normalized and runs in float."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class DynamicConv1DQuantizeConfig(DenseKernelsQuantizeConfig):
+    """The kernel projection C -> H*K in 8 bits."""
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class OutputProjectionQuantizeConfig(DenseKernelsQuantizeConfig):
+    """An untied output projection (Dense): its kernel in 8 bits, never its logits."""
+
+    def __init__(self, quantize_output: bool = False):
+        if quantize_output:
+            raise ValueError("logits stay float: the output projection takes no output quantizer")
+        super().__init__(False)
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class TokenEmbeddingQuantizeConfig(quantization.QuantizeConfig):
+    """The embedding matrix in 8 bits when it is also the tied output projection (`quantize_embeddings`),
+    since the int8 export runs that product as a fully connected layer; the gather and the logits stay float."""
+
+    def __init__(self, quantize_embeddings: bool = True):
+        self.quantize_embeddings = bool(quantize_embeddings)
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.embeddings, KernelQuantizer(name="embeddings"))] if self.quantize_embeddings else []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        if self.quantize_embeddings:
+            _set_untracked(layer, "embeddings", quantize_weights[0])
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        return None
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {"quantize_embeddings": self.quantize_embeddings}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class PaddingMaskQuantizeConfig(quantization.QuantizeConfig):
+    """Nothing: the 0/1 padding mask must stay exact."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        return None
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        return None
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class LayerNormalizationQuantizeConfig(PaddingMaskQuantizeConfig):
+    """A top-level LayerNorm (final encoder / decoder norm): float inside, its output in 8 bits, since the int8
+    export quantizes it as the input of the fully connected layers it feeds (cross-attention K/V, logits)."""
+
+    def get_output_quantizers(self, layer):
+        return [output_quantizer()]
+
+
+QUANTIZE_CONFIGS = {
+    MultiHeadAttention: MultiHeadAttentionQuantizeConfig,
+    FeedForward: FeedForwardQuantizeConfig,
+    TransformerEncoderLayer: TransformerEncoderLayerQuantizeConfig,
+    TransformerDecoderLayer: TransformerDecoderLayerQuantizeConfig,
+    LongShortRangeAttention: LongShortRangeAttentionQuantizeConfig,
+    LightweightConv1D: LightweightConv1DQuantizeConfig,
+    DynamicConv1D: DynamicConv1DQuantizeConfig,
+    TokenEmbedding: TokenEmbeddingQuantizeConfig,
+    PaddingMask: PaddingMaskQuantizeConfig,
+    keras.layers.LayerNormalization: LayerNormalizationQuantizeConfig,
+    keras.layers.Dense: OutputProjectionQuantizeConfig,
+}
+
+
+def _tied(layer) -> bool:
+    return any((node.call_kwargs or {}).get("reverse") for node in layer._inbound_nodes)
+
+
+def quantize_config_for(layer) -> quantization.QuantizeConfig | None:
+    """The QuantizeConfig of a top-level layer of a tfmobile model; None for layers left float and unwrapped
+    (Dropout, Concatenate)."""
+    cls = QUANTIZE_CONFIGS.get(type(layer))
+    if cls is None:
+        return None
+    if cls in (TransformerEncoderLayerQuantizeConfig, TransformerDecoderLayerQuantizeConfig):
+        return cls(quantize_output=not layer.normalize_before)
+    if cls is TokenEmbeddingQuantizeConfig:
+        return cls(quantize_embeddings=_tied(layer))
+    return cls()
+
+
+def custom_objects() -> dict:
+    """Layers, configs and quantizers that (de)serializing tfmobile's QAT models needs."""
+    objects = {cls.__name__: cls for cls in TFMOBILE_LAYERS}
+    objects.update({cls.__name__: cls for cls in set(QUANTIZE_CONFIGS.values())})
+    objects.update({"DenseKernelsQuantizeConfig": DenseKernelsQuantizeConfig, "KernelQuantizer": KernelQuantizer})
+    return objects
+
+
+class _KeepLayout(quantization.QuantizeLayoutTransform):
+    """No graph rewrites (they pattern-match Keras' Conv/BN/ReLU, which tfmobile has none of) and no
+    quantization of the model inputs: they are int32 token ids."""
+
+    def apply(self, model, layer_quantize_map):
+        inputs = {l.name for l in model._input_layers}
+        return model, {k: v for k, v in layer_quantize_map.items() if k not in inputs}
+
+
+class TfmobileQuantizeScheme(quantization.default_8bit.Default8BitQuantizeScheme):
+    """TF-MOT's default 8-bit scheme without its layout transforms (see `_KeepLayout`)."""
+
+    def get_layout_transformer(self):
+        return _KeepLayout()
+
+
+def annotate_model(model: keras.Model) -> keras.Model:
+    """`model` with each layer that has a QuantizeConfig wrapped in `QuantizeAnnotate` (sharing weights):
+    ready for `quantize_apply`."""
+    def annotate(layer):
+        config = quantize_config_for(layer)
+        return layer if config is None else quantization.quantize_annotate_layer(layer, config)
+
+    with quantization.quantize_scope(custom_objects()):
+        return keras.models.clone_model(model, input_tensors=None, clone_function=annotate)
+
+
+def quantize_model(model: keras.Model) -> keras.Model:
+    """Annotate + `quantize_apply`: a copy of `model` (its current weights) with fake-quantized kernels."""
+    with quantization.quantize_scope(custom_objects()):
+        return quantization.quantize_apply(annotate_model(model), scheme=TfmobileQuantizeScheme())
+
+
+def copy_into_plain(model: keras.Model, cfg) -> keras.Model:
+    """A fresh `build_transformer(cfg)` holding the float weights of `model`'s layers (wrapped or not),
+    matched by layer name."""
+    from tfmobile.models.transformer import build_transformer
+
+    plain = build_transformer(cfg)
+    source = {unwrap(l).name: unwrap(l) for l in model.layers}
+    for layer in plain.layers:
+        if not layer.weights:
+            continue
+        src = source.get(layer.name)
+        if src is None:
+            raise ValueError(f"{model.name} has no layer {layer.name!r} to take weights from")
+        layer.set_weights(src.get_weights())
+    return plain
+
+
+def strip_quantization(qat_model: keras.Model, cfg) -> keras.Model:
+    """`build_transformer(cfg)` with the QAT model's trained float weights (for checkpoints and export)."""
+    return copy_into_plain(qat_model, cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The verbs: fine-tune a trained run into a new run directory
+
+
+def parse_block(text: str | None) -> tuple[int, int]:
+    """'1x4' -> (1, 4): zero blocks of 1 row (input channel) by 4 columns (output channels)."""
+    if not text:
+        return (1, 1)
+    try:
+        rows, cols = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--block must look like 1x4 (rows x columns), not {text!r}") from None
+    if rows < 1 or cols < 1:
+        raise ConfigError(f"--block sizes must be positive (got {text!r})")
+    return rows, cols
+
+
+def parse_m_by_n(text: str | None) -> tuple[int, int] | None:
+    """'2:4' -> (2, 4): 2 zeros in every 4 consecutive input channels."""
+    if not text:
+        return None
+    try:
+        m, n = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--m-by-n must look like 2:4 (m zeros in every n weights), not {text!r}") from None
+    if not 0 < m < n:
+        raise ConfigError(f"--m-by-n needs 0 < m < n (got {text!r})")
+    return m, n
+
+
+def _finetune_experiment(run_dir: str, out_dir: str, steps: int, learning_rate: float | None, suffix: str, note: str):
+    from tfmobile.models.config import experiment_from_dict, load_yaml
+    from tfmobile.training.trainer import RunFiles
+
+    if steps is None or steps < 1:
+        raise ConfigError(f"--steps must be a positive number of training steps (got {steps})")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError(f"--learning-rate must be positive (got {learning_rate})")
+    files = RunFiles(run_dir)
+    if not os.path.exists(files.config):
+        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
+    if os.path.abspath(out_dir) == os.path.abspath(run_dir):
+        raise ConfigError("--out must be a new run directory, not the source run")
+    exp = experiment_from_dict(load_yaml(files.config))
+    t = exp.train
+    if learning_rate is None:  # where the source run's inverse-sqrt schedule ended, else a tenth of its peak
+        state = {}
+        if os.path.exists(files.state):
+            with open(files.state) as f:
+                state = json.load(f)
+        done = (t.steps_per_epoch or 0) * state.get("epochs_done", 0)
+        learning_rate = t.learning_rate * (min(1.0, math.sqrt(t.warmup_steps / done)) if done else 0.1)
+    t.epochs, t.steps_per_epoch, t.learning_rate = 1, steps, float(learning_rate)
+    t.warmup_steps, t.time_budget_minutes = max(1, steps // 10), None
+    exp.name = f"{exp.name}-{suffix}"
+    exp.description = f"{exp.description} [{note}, fine-tuned from {run_dir}]".strip()
+    return exp
+
+
+def _check_tokenizers(exp, run_dir: str, data_dir: str | None) -> None:
+    """The fine-tune re-reads the corpus; its SentencePiece model must be the one the run was trained with."""
+    from tfmobile.data import prepare_corpus, train_sentencepiece
+    from tfmobile.training.trainer import RunFiles
+
+    files = RunFiles(run_dir)
+    spm = train_sentencepiece(prepare_corpus(exp.data.corpus, data_dir=data_dir), exp.data.vocab_size,
+                              joint=exp.data.joint_vocab)
+    pairs = [(spm, files.spm())] if exp.data.joint_vocab else [(spm[0], files.spm("src")), (spm[1], files.spm("tgt"))]
+    for new, old in pairs:
+        if not os.path.exists(old):
+            raise DataError(f"{run_dir} has no {os.path.basename(old)}; it is not a complete trained run")
+        with open(new, "rb") as a, open(old, "rb") as b:
+            if a.read() != b.read():
+                raise DataError(f"the tokenizer built from {exp.data.corpus} under --data-dir differs from "
+                                f"{run_dir}'s: pass the --data-dir the run was trained with")
+
+
+def _finish(out_dir: str, record: dict) -> None:
+    atomic_write_text(os.path.join(out_dir, "compression.json"), json.dumps(record, indent=2) + "\n")
+
+
+def prune_run(run_dir: str, out_dir: str, sparsity_target: float | None = None, schedule: str = "constant",
+              initial_sparsity: float = 0.0, block_size=(1, 1), m_by_n: tuple[int, int] | None = None,
+              steps: int = 200, learning_rate: float | None = None, begin_step: int = 1, end_step: int | None = None,
+              frequency: int | None = None, prune_embeddings: bool = False, resume: bool = False,
+              data_dir: str | None = None, verbose: int | str = 0) -> dict:
+    """`tfmobile prune`: fine-tune the trained `run_dir` with magnitude pruning into the new run `out_dir`
+    (saved stripped: `tfmobile export/evaluate OUT` work on it). Returns the train state, the run directory
+    and the sparsity summary; `OUT/compression.json` records the settings and the per-weight report.
+
+    Defaults: masks recomputed every steps/20 steps from step 1; a polynomial schedule reaches the target
+    at 3/4 of the steps and fine-tunes the rest; the learning rate is where the run's schedule ended.
+    Trains in float32 whatever the run's precision (see `prune_model`).
+    """
+    from tfmobile.training.trainer import load_run, train
+
+    if m_by_n is not None:
+        implied = m_by_n[0] / m_by_n[1]
+        if sparsity_target is not None and abs(sparsity_target - implied) > 1e-9:
+            raise ConfigError(f"{m_by_n[0]}:{m_by_n[1]} sparsity is {implied:g} of zeros; leave out --sparsity")
+        sparsity_target = implied
+    if sparsity_target is None:
+        raise ConfigError("give --sparsity (the fraction of zeros, e.g. 0.5) or --m-by-n (e.g. 2:4)")
+    frequency = frequency or max(1, steps // 20)
+    if schedule == "polynomial" and end_step is None:
+        end_step = begin_step + max(1, (int(0.75 * steps) - begin_step) // frequency) * frequency
+    if end_step is not None and schedule == "polynomial" and end_step > steps:
+        raise ConfigError(f"the schedule ends at step {end_step}, after the last step (--steps {steps})")
+    sched = make_schedule(schedule, sparsity_target, initial_sparsity, begin_step, end_step, frequency)
+    block_size = tuple(block_size)
+    pattern = f"{m_by_n[0]}:{m_by_n[1]}" if m_by_n else (f"{block_size[0]}x{block_size[1]} blocks"
+                                                         if block_size != (1, 1) else "element-wise")
+    exp = _finetune_experiment(run_dir, out_dir, steps, learning_rate, "pruned",
+                               f"pruned to {sparsity_target:g} sparsity ({schedule}, {pattern})")
+    exp.train.precision = "float32"  # see prune_model
+    _, source, _ = load_run(run_dir)
+    names = prunable_layer_names(source, prune_embeddings)
+    _check_pattern(source, names, block_size, m_by_n)
+    _check_tokenizers(exp, run_dir, data_dir)
+
+    def transform(model):
+        return prune_model(model, sched, block_size, m_by_n, prune_embeddings)
+
+    state = train(exp, out_dir, resume=resume, data_dir=data_dir, verbose=verbose,
+                  init_weights=source.get_weights(), transform=transform,
+                  finalize=lambda model: copy_into_plain(strip(model), exp.model),
+                  callbacks=[sparsity.UpdatePruningStep(),
+                             PruningLog(os.path.join(out_dir, "logs", "pruning"), every=frequency)])
+    report = sparsity_report(load_run(out_dir)[1], names)
+    _finish(out_dir, {"method": "prune", "source_run": os.path.abspath(run_dir), "schedule": sched.get_config(),
+                      "block_size": list(block_size), "m_by_n": list(m_by_n) if m_by_n else None,
+                      "prune_embeddings": prune_embeddings, "steps": steps,
+                      "learning_rate": exp.train.learning_rate, "sparsity": report})
+    per_weight = [w["sparsity"] for w in report["weights"]]
+    summary = {"overall": report["overall"], "min": min(per_weight), "max": max(per_weight),
+               "weights": len(per_weight), "layers": len(names)}
+    return {"run_dir": out_dir, "source_run": run_dir, "method": "prune", "sparsity": summary, **state}
+
+
+def qat_run(run_dir: str, out_dir: str, steps: int = 200, learning_rate: float | None = None, resume: bool = False,
+            data_dir: str | None = None, verbose: int | str = 0) -> dict:
+    """`tfmobile qat`: fine-tune the trained `run_dir` with fake-quantized 8-bit kernels into the new run
+    `out_dir` (saved with float weights in `build_transformer`'s structure); then
+    `tfmobile export OUT --quantize int8`. Trains in float32 (fake quantization has no bfloat16 kernels)."""
+    from tfmobile.training.trainer import load_run, train
+
+    exp = _finetune_experiment(run_dir, out_dir, steps, learning_rate, "qat",
+                               "quantization-aware trained, 8-bit kernels")
+    exp.train.precision = "float32"
+    _, source, _ = load_run(run_dir)
+    _check_tokenizers(exp, run_dir, data_dir)
+    state = train(exp, out_dir, resume=resume, data_dir=data_dir, verbose=verbose, init_weights=source.get_weights(),
+                  transform=quantize_model, finalize=lambda model: strip_quantization(model, exp.model))
+    next_step = f"tfmobile export {out_dir} --quantize int8"
+    _finish(out_dir, {"method": "qat", "source_run": os.path.abspath(run_dir), "weights": "8-bit symmetric per-tensor",
+                      "steps": steps, "learning_rate": exp.train.learning_rate, "next": next_step})
+    return {"run_dir": out_dir, "source_run": run_dir, "method": "qat", "next": next_step, **state}
+
+
+__all__ = [
+    "DenseKernelsQuantizeConfig", "KernelQuantizer", "LayerNormalizationQuantizeConfig", "PaddingMaskQuantizeConfig",
+    "PruneLowMagnitude", "PruningLog", "QUANTIZE_CONFIGS", "SCHEDULES", "TfmobileQuantizeScheme",
+    "TokenEmbeddingQuantizeConfig",
+    "annotate_model", "copy_into_plain", "custom_objects", "make_schedule", "parse_block", "parse_m_by_n",
+    "prunable_layer_names", "prunable_weights", "prune_model", "prune_run", "qat_run", "quantize_config_for",
+    "quantize_model", "sparsity_report", "strip", "strip_quantization", "unwrap", "weight_paths",
+]
