@@ -62,3 +62,23 @@ def train_tiny_run(root, corpus: str, name: str = "tiny", lite: bool = False, st
     run_dir = str(root / "run")
     train(load_config(str(path)), run_dir, data_dir=str(root / "data"), verbose=0)
     return {"name": name, "dir": run_dir, "data": str(root / "data"), "root": root}
+
+
+def run_cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `tfmobile ARGV`."""
+    from tfmobile import cli
+
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *needles):
+    """A user error: exit 2, exactly one `tfmobile: error:` line naming each needle, no traceback."""
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tfmobile: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]

@@ -4,24 +4,9 @@ import json
 
 import pytest
 
-from tfmobile import cli
 from tfmobile.data import corpora
 
-
-def run_cli(capsys, *argv):
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *needles):
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("tfmobile: error: ")
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0]
+from conftest import assert_one_line_error, run_cli
 
 
 def test_unknown_preset(capsys):

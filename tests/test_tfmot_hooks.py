@@ -11,13 +11,14 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmobile import cli
 from tfmobile.compression import tfmot_hooks as H
 from tfmobile.errors import ConfigError
 from tfmobile.layers import TokenEmbedding
 from tfmobile.models.config import load_config
 from tfmobile.models.presets import preset_names
 from tfmobile.models.transformer import build_transformer
+
+from conftest import assert_one_line_error, run_cli
 
 D, V = 16, 32
 RNG = np.random.default_rng(0)
@@ -307,20 +308,6 @@ def test_qat_model_config_round_trip():
 
 # ---------------------------------------------------------------------------------------------------------
 # the verbs
-
-
-def run_cli(capsys, *argv):
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *needles):
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tfmobile: error: "), err
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.mark.parametrize("argv, needles", [
