@@ -418,3 +418,16 @@ def test_pruned_and_qat_runs_export_and_evaluate(tiny_run):
                           data_dir=tiny_run["data"], calibration_sentences=10)
         assert evaluate_export(out, "test", 3, tiny_run["data"], progress=False)["sentences"] == 3
         assert evaluate_run(run, "test", beam=1, limit=3, data_dir=tiny_run["data"], progress=False)["sentences"] == 3
+
+
+def test_keep_zeros_preserves_pruned_weights_through_fine_tuning():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6), keras.layers.Dense(1)])
+    w = model.layers[0].kernel.numpy()
+    w[:, :3] = 0.0  # a pruned kernel: half its columns are zero
+    model.layers[0].kernel.assign(w)
+    model.compile("adam", "mse")
+    x, y = np.random.default_rng(0).normal(size=(64, 8)), np.ones((64, 1))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[H.KeepZeros()])
+    after = model.layers[0].kernel.numpy()
+    assert np.all(after[:, :3] == 0) and np.all(after[:, 3:] != w[:, 3:])
+    assert np.all(model.layers[1].kernel.numpy() != 0)  # dense matrices are left alone

@@ -27,6 +27,7 @@ import math
 import os
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate as _annotate_mod
@@ -662,11 +663,34 @@ def prune_run(run_dir: str, out_dir: str, sparsity_target: float | None = None, 
     return {"run_dir": out_dir, "source_run": run_dir, "method": "prune", "sparsity": summary, **state}
 
 
+class KeepZeros(keras.callbacks.Callback):
+    """Sparsity-preserving fine-tuning: every weight matrix that starts with zeros (a pruned run) gets them
+    written back after each step, so QAT after `tfmobile prune` keeps the pruned weights at zero."""
+
+    def __init__(self, min_fraction: float = 0.01):
+        super().__init__()
+        self.min_fraction = min_fraction
+        self.masks = []
+
+    def on_train_begin(self, logs=None):
+        self.masks = []
+        for v in self.model.trainable_weights:
+            if len(v.shape) >= 2:
+                nonzero = tf.cast(tf.not_equal(v, 0), v.dtype)
+                if 1.0 - float(tf.reduce_mean(nonzero)) >= self.min_fraction:
+                    self.masks.append((v, nonzero))
+
+    def on_train_batch_end(self, batch, logs=None):
+        for v, mask in self.masks:
+            v.assign(v * mask)
+
+
 def qat_run(run_dir: str, out_dir: str, steps: int = 200, learning_rate: float | None = None, resume: bool = False,
-            data_dir: str | None = None, verbose: int | str = 0) -> dict:
+            data_dir: str | None = None, verbose: int | str = 0, keep_zeros: bool = False) -> dict:
     """`tfmobile qat`: fine-tune the trained `run_dir` with fake-quantized 8-bit kernels into the new run
     `out_dir` (saved with float weights in `build_transformer`'s structure); then
-    `tfmobile export OUT --quantize int8`. Trains in float32 (fake quantization has no bfloat16 kernels)."""
+    `tfmobile export OUT --quantize int8`. Trains in float32 (fake quantization has no bfloat16 kernels).
+    keep_zeros: keep the zeros of a pruned run (`KeepZeros`)."""
     from tfmobile.training.trainer import load_run, train
 
     exp = _finetune_experiment(run_dir, out_dir, steps, learning_rate, "qat",
@@ -675,15 +699,17 @@ def qat_run(run_dir: str, out_dir: str, steps: int = 200, learning_rate: float |
     _, source, _ = load_run(run_dir)
     _check_tokenizers(exp, run_dir, data_dir)
     state = train(exp, out_dir, resume=resume, data_dir=data_dir, verbose=verbose, init_weights=source.get_weights(),
-                  transform=quantize_model, finalize=lambda model: strip_quantization(model, exp.model))
+                  transform=quantize_model, finalize=lambda model: strip_quantization(model, exp.model),
+                  callbacks=[KeepZeros()] if keep_zeros else [])
     next_step = f"tfmobile export {out_dir} --quantize int8"
     _finish(out_dir, {"method": "qat", "source_run": os.path.abspath(run_dir), "weights": "8-bit symmetric per-tensor",
-                      "steps": steps, "learning_rate": exp.train.learning_rate, "next": next_step})
+                      "steps": steps, "learning_rate": exp.train.learning_rate, "keep_zeros": keep_zeros,
+                      "next": next_step})
     return {"run_dir": out_dir, "source_run": run_dir, "method": "qat", "next": next_step, **state}
 
 
 __all__ = [
-    "DenseKernelsQuantizeConfig", "KernelQuantizer", "LayerNormalizationQuantizeConfig", "PaddingMaskQuantizeConfig",
+    "DenseKernelsQuantizeConfig", "KeepZeros", "KernelQuantizer", "LayerNormalizationQuantizeConfig", "PaddingMaskQuantizeConfig",
     "PruneLowMagnitude", "PruningLog", "QUANTIZE_CONFIGS", "SCHEDULES", "TfmobileQuantizeScheme",
     "TokenEmbeddingQuantizeConfig",
     "annotate_model", "copy_into_plain", "custom_objects", "make_schedule", "parse_block", "parse_m_by_n",
