@@ -109,11 +109,11 @@ def plot_sparsity(model, cfg: ModelConfig, path: str, layers=None, threshold: fl
 def bssl_run(run_dir: str, out_dir: str, strength: float = 1e-4, steps: int = 300, learning_rate: float = 5e-4,
              data_dir: str | None = None, plot: str | None = None, verbose="auto") -> dict:
     """Fine-tune `run_dir` with BSSL into `out_dir` and draw the sparsity pictures (default out_dir/bssl.png)."""
-    from tfmobile.compression.recipes import REPORT_FILE, _resume, finetune_experiment
-    from tfmobile.training.trainer import load_run, train
+    from tfmobile.compression.recipes import REPORT_FILE, _resume
+    from tfmobile.training.trainer import finetune_experiment, load_run, train
     from tfmobile.utils import atomic_write_text
 
-    exp = finetune_experiment(run_dir, steps, learning_rate)
+    exp = finetune_experiment(run_dir, steps, learning_rate, suffix="bssl", note="BSSL analysis")
     _, source, _ = load_run(run_dir)
 
     def add_bssl(model):

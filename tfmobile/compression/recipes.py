@@ -22,34 +22,12 @@ from tfmobile.compression.regularizers import DEFAULT_STRENGTH
 from tfmobile.compression.tprune import (apply_mask, head_importance, layer_kernel_weights, line_groups,
                                          plan_sparsity, regularization_loss, select_heads, select_lines, shrink)
 from tfmobile.errors import ConfigError, DataError
-from tfmobile.models.config import ExperimentConfig, ModelConfig, experiment_from_dict, load_yaml
-from tfmobile.training.trainer import RunFiles, load_run, train
+from tfmobile.models.config import ExperimentConfig, ModelConfig
+from tfmobile.training.trainer import RunFiles, finetune_experiment, load_run, train
 from tfmobile.utils import atomic_write_text
 
 METHODS = ("tprune", "headwise")
 REPORT_FILE = "compression.json"
-STEPS_PER_EPOCH = 100  # fine-tunes checkpoint this often
-
-
-def finetune_experiment(run_dir: str, steps: int, learning_rate: float, warmup_steps: int | None = None,
-                        model: ModelConfig | None = None) -> ExperimentConfig:
-    """The source run's experiment, set up to fine-tune for `steps` steps (optionally with another model config)."""
-    files = RunFiles(run_dir)
-    if not os.path.exists(files.config):
-        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml)")
-    if steps < 1:
-        raise ConfigError(f"fine-tune steps must be positive (got {steps})")
-    exp = experiment_from_dict(load_yaml(files.config))
-    t = exp.train
-    t.steps_per_epoch = min(steps, STEPS_PER_EPOCH)
-    t.epochs = math.ceil(steps / t.steps_per_epoch)
-    t.learning_rate = learning_rate
-    t.warmup_steps = warmup_steps if warmup_steps is not None else max(1, steps // 10)
-    t.time_budget_minutes = None
-    if model is not None:
-        model.vocab_size = exp.model.vocab_size
-        exp.model = model
-    return exp
 
 
 def _resume(out_dir: str, files_dir: str | None = None) -> bool:
@@ -63,7 +41,7 @@ def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strengt
     strength None: the regularizer's DEFAULT_STRENGTH."""
     if strength is None:
         strength = DEFAULT_STRENGTH.get(regularizer, 0.0)
-    exp = finetune_experiment(run_dir, steps, learning_rate)
+    exp = finetune_experiment(run_dir, steps, learning_rate, suffix="regularized", note=f"{regularizer} regularized")
     _, source, _ = load_run(run_dir)
 
     def add_regularizer(model):
@@ -131,8 +109,8 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
     exp, model, plan = plan_for(method, run_dir, sparsity, strategy, data_dir)
     achieved = plan_sparsity(model, plan)
     new_cfg, weights = shrink(model, exp.model, plan)
-    ft = finetune_experiment(run_dir, finetune_steps, learning_rate, model=new_cfg)
-    ft.description = f"{method} at {achieved:.1%} sparsity of {run_dir}"
+    ft = finetune_experiment(run_dir, finetune_steps, learning_rate, model=new_cfg, suffix=method,
+                             note=f"{method}, {achieved:.1%} sparsity")
     state = train(ft, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose, init_weights=weights)
     _copy_report(run_dir, out_dir)
     before = int(sum(np.prod(v.shape) for v in model.weights))
@@ -182,5 +160,5 @@ def _copy_report(source: str, out_dir: str) -> None:
         shutil.copyfile(src, os.path.join(out_dir, "source_" + REPORT_FILE))
 
 
-__all__ = ["METHODS", "finetune_experiment", "line_norm_summary", "plan_for", "prune_lines_run", "regularize_run",
+__all__ = ["METHODS", "line_norm_summary", "plan_for", "prune_lines_run", "regularize_run",
            "tprune_run"]

@@ -23,7 +23,6 @@ with exactly `build_transformer`'s structure, which is what runs save (the expor
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -555,32 +554,11 @@ def parse_m_by_n(text: str | None) -> tuple[int, int] | None:
 
 
 def _finetune_experiment(run_dir: str, out_dir: str, steps: int, learning_rate: float | None, suffix: str, note: str):
-    from tfmobile.models.config import experiment_from_dict, load_yaml
-    from tfmobile.training.trainer import RunFiles
+    from tfmobile.training.trainer import finetune_experiment
 
-    if steps is None or steps < 1:
-        raise ConfigError(f"--steps must be a positive number of training steps (got {steps})")
-    if learning_rate is not None and not learning_rate > 0:
-        raise ConfigError(f"--learning-rate must be positive (got {learning_rate})")
-    files = RunFiles(run_dir)
-    if not os.path.exists(files.config):
-        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
     if os.path.abspath(out_dir) == os.path.abspath(run_dir):
         raise ConfigError("--out must be a new run directory, not the source run")
-    exp = experiment_from_dict(load_yaml(files.config))
-    t = exp.train
-    if learning_rate is None:  # where the source run's inverse-sqrt schedule ended, else a tenth of its peak
-        state = {}
-        if os.path.exists(files.state):
-            with open(files.state) as f:
-                state = json.load(f)
-        done = (t.steps_per_epoch or 0) * state.get("epochs_done", 0)
-        learning_rate = t.learning_rate * (min(1.0, math.sqrt(t.warmup_steps / done)) if done else 0.1)
-    t.epochs, t.steps_per_epoch, t.learning_rate = 1, steps, float(learning_rate)
-    t.warmup_steps, t.time_budget_minutes = max(1, steps // 10), None
-    exp.name = f"{exp.name}-{suffix}"
-    exp.description = f"{exp.description} [{note}, fine-tuned from {run_dir}]".strip()
-    return exp
+    return finetune_experiment(run_dir, steps, learning_rate, suffix=suffix, note=note)
 
 
 def _check_tokenizers(exp, run_dir: str, data_dir: str | None) -> None:

@@ -164,6 +164,44 @@ def _read_state(files: RunFiles) -> dict:
         return json.load(f)
 
 
+FINETUNE_STEPS_PER_EPOCH = 100  # fine-tunes checkpoint (and can resume) this often
+
+
+def finetune_experiment(run_dir: str, steps: int, learning_rate: float | None = None, model=None,
+                        suffix: str | None = None, note: str | None = None) -> ExperimentConfig:
+    """The experiment of a trained run, set up to fine-tune it for `steps` steps (compression recipes).
+
+    learning_rate None: where the run's inverse-sqrt schedule ended (a tenth of its peak if unknown), with
+    a warm-up over a tenth of the steps. `model` replaces the model config (a shrunk model); `suffix` and
+    `note` extend the name and description.
+    """
+    from tfmobile.errors import DataError
+
+    if steps is None or steps < 1:
+        raise ConfigError(f"the fine-tuning --steps must be a positive number (got {steps})")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError(f"--learning-rate must be positive (got {learning_rate})")
+    files = RunFiles(run_dir)
+    if not os.path.exists(files.config):
+        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
+    exp = experiment_from_dict(load_yaml(files.config))
+    t = exp.train
+    if learning_rate is None:
+        done = (t.steps_per_epoch or 0) * _read_state(files).get("epochs_done", 0)
+        learning_rate = t.learning_rate * (min(1.0, (t.warmup_steps / done) ** 0.5) if done else 0.1)
+    t.steps_per_epoch = min(steps, FINETUNE_STEPS_PER_EPOCH)
+    t.epochs = -(-steps // t.steps_per_epoch)
+    t.learning_rate, t.warmup_steps, t.time_budget_minutes = float(learning_rate), max(1, steps // 10), None
+    if model is not None:
+        model.vocab_size = exp.model.vocab_size
+        exp.model = model
+    if suffix:
+        exp.name = f"{exp.name}-{suffix}"
+    if note:
+        exp.description = f"{exp.description} [{note}, fine-tuned from {run_dir}]".strip()
+    return exp
+
+
 def count_batches(ds: tf.data.Dataset) -> int:
     return int(ds.reduce(0, lambda n, _: n + 1))
 
