@@ -64,6 +64,21 @@ def train_tiny_run(root, corpus: str, name: str = "tiny", lite: bool = False, st
     return {"name": name, "dir": run_dir, "data": str(root / "data"), "root": root}
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, corpus):
+    """`tiny_runs("transformer" | "lite")`: the tiny trained run of that kind, trained once per session and
+    shared by the modules that only read it (export, TPrune)."""
+    cache = {}
+
+    def get(kind: str) -> dict:
+        if kind not in cache:
+            cache[kind] = train_tiny_run(tmp_path_factory.mktemp(f"tiny_{kind}"), corpus, name=kind,
+                                         lite=kind == "lite")
+        return cache[kind]
+
+    return get
+
+
 def run_cli(capsys, *argv):
     """(exit code, stdout, stderr) of `tfmobile ARGV`."""
     from tfmobile import cli

@@ -17,15 +17,12 @@ from tfmobile.errors import InputError
 from tfmobile.models.config import load_config
 from tfmobile.training.trainer import load_run
 
-from conftest import train_tiny_run
-
 S, T = 16, 20
 
 @pytest.fixture(scope="module", params=["transformer", "lite"])
-def run(request, tmp_path_factory, corpus):
+def run(request, tiny_runs):
     """A pre-norm Transformer with a joint vocabulary, and a post-norm Lite Transformer with separate ones."""
-    root = tmp_path_factory.mktemp(f"export_{request.param}")
-    return train_tiny_run(root, corpus, name=request.param, lite=request.param == "lite")
+    return tiny_runs(request.param)
 
 
 @pytest.fixture(scope="module")

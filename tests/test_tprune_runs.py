@@ -16,17 +16,15 @@ from tfmobile.decoding.evaluate import evaluate_run
 from tfmobile.deploy.export import export_translator
 from tfmobile.training.trainer import load_run
 
-from conftest import train_tiny_run
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, corpus):
-    return train_tiny_run(tmp_path_factory.mktemp("tprune"), corpus, name="tprune")
+def run(tiny_runs):
+    return tiny_runs("transformer")
 
 
 @pytest.fixture(scope="module")
 def regularized(run):
-    out = str(run["root"] / "regularized")
+    out = str(run["root"] / "tprune_regularized")
     report = regularize_run(run["dir"], out, "shs", strength=5e-3, steps=60, learning_rate=3e-3,
                             data_dir=run["data"], verbose=0)
     return out, report
