@@ -87,8 +87,10 @@ def run(args) -> dict:
                          "export": {"max_source_len": args.max_source_len, "max_target_len": args.max_target_len}},
               "bleu": {"split": "test", "limit": args.limit, "decoding": "greedy, LiteRT"}, "stages": []}
 
-    def add(result, **extra):
+    def add(result, vs_own_float=None, **extra):
         result.update(extra)
+        if vs_own_float is not None:
+            result["bleu_change_vs_own_float"] = vs_own_float(result["bleu"])
         base = report["stages"][0] if report["stages"] else result
         result["ratio"] = round(base["tflite_bytes"] / result["tflite_bytes"], 2)
         result["gzip_ratio"] = round(base["tflite_bytes"] / result["gzip_bytes"], 2)
@@ -107,8 +109,9 @@ def run(args) -> dict:
     qat = os.path.join(work, "qat")
     qat_run(args.run, qat, steps=args.steps, resume=os.path.exists(os.path.join(qat, "train_checkpoints")),
             data_dir=args.data_dir, verbose=2)
+    add(measure("qat", qat, "none", args))  # the same weights in float: what quantization itself costs
     for q in ("int8", "dynamic"):
-        add(measure("qat", qat, q, args))
+        add(measure("qat", qat, q, args), vs_own_float=_vs("qat", report))
 
     if not os.path.exists(os.path.join(args.tprune_run, "config.yaml")):
         raise TfmobileError(f"{args.tprune_run} is not a run: run benchmarks/tprune_sweep.py first (or --tprune-run)")
@@ -117,8 +120,9 @@ def run(args) -> dict:
     print(f"TPrune + QAT ({args.steps} steps)", flush=True)
     qat_run(args.tprune_run, tq, steps=args.steps, resume=os.path.exists(os.path.join(tq, "train_checkpoints")),
             data_dir=args.data_dir, verbose=2)
+    add(measure("tprune+qat", tq, "none", args))
     for q in ("int8", "dynamic"):
-        add(measure("tprune+qat", tq, q, args))
+        add(measure("tprune+qat", tq, q, args), vs_own_float=_vs("tprune+qat", report))
 
     tp = os.path.join(work, "tprune-prune")
     print(f"TPrune + magnitude pruning to {args.sparsity:.0%} ({args.steps} steps), + QAT keeping the zeros", flush=True)
@@ -128,18 +132,26 @@ def run(args) -> dict:
     tpq = os.path.join(work, "tprune-prune-qat")
     qat_run(tp, tpq, steps=args.steps, resume=os.path.exists(os.path.join(tpq, "train_checkpoints")),
             data_dir=args.data_dir, verbose=2, keep_zeros=True)
+    add(measure("tprune+prune+qat", tpq, "none", args), **params_and_zeros(tpq))
     for q in ("int8", "dynamic"):
-        add(measure("tprune+prune+qat", tpq, q, args), **params_and_zeros(tpq))
+        add(measure("tprune+prune+qat", tpq, q, args), vs_own_float=_vs("tprune+prune+qat", report))
     return report
 
 
+def _vs(stage: str, report: dict):
+    """A function of the quantized BLEU: its change against the float32 export of the same weights."""
+    own = next(s for s in report["stages"] if s["stage"] == stage and s["quantize"] == "none")
+    return lambda bleu: round(bleu - own["bleu"], 2)
+
+
 def format_table(report: dict) -> str:
-    lines = ["| stage | export | .tflite MiB | gzip MiB | smaller (raw / gzip) | BLEU | vs float32 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| stage | export | .tflite MiB | gzip MiB | smaller (raw / gzip) | BLEU | vs baseline | vs same weights in float |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in report["stages"]:
+        own = s.get("bleu_change_vs_own_float")
         lines.append(f"| {s['stage']} | {s['quantize']} | {s['tflite_bytes'] / 2**20:.2f} | "
                      f"{s['gzip_bytes'] / 2**20:.2f} | {s['ratio']:.1f}x / {s['gzip_ratio']:.1f}x | {s['bleu']:.2f} | "
-                     f"{s['bleu_change']:+.2f} |")
+                     f"{s['bleu_change']:+.2f} | {'' if own is None else format(own, '+.2f')} |")
     return "\n".join(lines)
 
 
