@@ -6,7 +6,7 @@ Stages (each a run directory in --work-dir, resumable, then LiteRT exports score
     float32                the trained run (default runs/small), exported as is: the baseline
     ptq-int8               the same weights, post-training int8 (calibrated; FULLY_CONNECTED in int8)
     qat-int8               `tfmobile qat` (fake-quantized 8-bit kernels), then int8 and dynamic-range exports
-    tprune                 a TPrune-shrunk run (default: the 45% point of benchmarks/tprune_sweep.py), float32
+    tprune                 a TPrune-shrunk run (default: the 30% point of benchmarks/tprune_sweep.py), float32
     tprune+qat             TPrune, then QAT, then int8 / dynamic-range: the issue's combined recipe
     tprune+prune+qat       TPrune, then TF-MOT magnitude pruning (`tfmobile prune`, embeddings too), then
                            QAT with the pruning masks kept, then int8 / dynamic-range: unstructured zeros
@@ -159,7 +159,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--run", default=os.path.join("runs", "small"))
-    ap.add_argument("--tprune-run", default=os.path.join("runs", "tprune_sweep", "tprune-45"))
+    ap.add_argument("--tprune-run", default=os.path.join("runs", "tprune_sweep", "tprune-30"))
     ap.add_argument("--steps", type=int, default=200, help="fine-tuning steps of each QAT / pruning stage")
     ap.add_argument("--sparsity", type=float, default=0.7, help="magnitude pruning target of the last stage")
     ap.add_argument("--max-source-len", type=int, default=64)
