@@ -64,7 +64,8 @@ def train_points(args) -> list[dict]:
             name = point_name(method, s)
             print(f"{name}: prune to {s:.0%}, fine-tune {steps} steps", flush=True)
             report = prune_lines_run(source, os.path.join(work, name), s, method=method, finetune_steps=steps,
-                                     learning_rate=args.learning_rate, data_dir=args.data_dir, verbose=2)
+                                     learning_rate=args.learning_rate, data_dir=args.data_dir, verbose=2,
+                                     align=args.align if method == "tprune" else 1)
             points.append({"name": name, "dir": os.path.join(work, name), "report": report})
     if args.bssl_steps:
         print(f"BSSL analysis ({args.bssl_steps} steps)", flush=True)
@@ -120,7 +121,7 @@ def measure(args, points: list[dict]) -> dict:
             "command": "benchmarks/tprune_sweep.py", "run": args.run,
             "recipe": {"regularizer": args.regularizer, "strength": args.strength, "reg_steps": args.reg_steps,
                        "finetune_steps": args.finetune_steps, "learning_rate": args.learning_rate,
-                       "headwise_finetune_steps": args.headwise_steps or args.finetune_steps, "strategy": "tprune"},
+                       "headwise_finetune_steps": args.headwise_steps or args.finetune_steps, "align": args.align, "strategy": "tprune"},
             "sparsity_definition": "fraction of the encoder/decoder layers' kernel weights removed by shrinking",
             "bleu": {"split": "test", "limit": args.limit, "decoding": "greedy, float32 LiteRT export"},
             "latency": {"measure": "HAT: 30-token source + 30 decoder steps", "threads": 1, "runs": args.runs,
@@ -177,6 +178,8 @@ def parse_args(argv=None):
     ap.add_argument("--reg-steps", type=int, default=400)
     ap.add_argument("--finetune-steps", type=int, default=200)
     ap.add_argument("--headwise-steps", type=int, default=None, help="default: --finetune-steps")
+    ap.add_argument("--align", type=int, default=1,
+                    help="TPrune: round kept widths to a multiple of this (use a new --work-dir when changing it)")
     ap.add_argument("--learning-rate", type=float, default=5e-4)
     ap.add_argument("--bssl-steps", type=int, default=150, help="0 skips the BSSL analysis")
     ap.add_argument("--bssl-strength", type=float, default=2e-5)

@@ -39,6 +39,18 @@ def inputs():
     return [src, tgt]
 
 
+def assert_shrink_exact(model, cfg, plan):
+    """Mask the plan's lines, shrink, and check the smaller model computes what the masked one did.
+    Returns (shrunk config, shrunk model)."""
+    apply_mask(model, plan)
+    masked = model(inputs()).numpy()
+    new_cfg, weights = shrink(model, cfg, plan)
+    small = build_transformer(new_cfg)
+    small.set_weights(weights)
+    np.testing.assert_allclose(small(inputs()).numpy(), masked, atol=1e-4, rtol=1e-4)
+    return new_cfg, small
+
+
 # -- regularizers ----------------------------------------------------------------------------------------
 
 def test_group_lasso_matches_numpy():
@@ -178,12 +190,7 @@ def test_shrink_preserves_outputs_of_the_masked_model(kind, strategy):
     groups = line_groups(model, cfg, strategy)
     total = layer_kernel_weights(model)
     plan = select_lines(groups, 0.25, total)
-    apply_mask(model, plan)
-    masked = model(inputs()).numpy()
-    new_cfg, weights = shrink(model, cfg, plan)
-    small = build_transformer(new_cfg)
-    small.set_weights(weights)
-    np.testing.assert_allclose(small(inputs()).numpy(), masked, atol=1e-4, rtol=1e-4)
+    new_cfg, small = assert_shrink_exact(model, cfg, plan)
     removed = 1 - layer_kernel_weights(small) / total
     assert removed == pytest.approx(plan_sparsity(model, plan))
     assert 0.25 <= removed < 0.25 + 0.05  # overshoot: at most one removal unit
@@ -241,3 +248,18 @@ def test_head_importance_and_headwise_shrink():
     # every attention keeps a head, however high the target
     plan = select_heads(model, importance, 0.9, total)
     assert all(len(k) >= 8 for k in plan.values())
+
+
+def test_align_rounds_kept_widths_and_shrink_stays_exact():
+    cfg = tiny_config()
+    model = random_model(cfg)
+    total = layer_kernel_weights(model)
+    plan = select_lines(line_groups(model, cfg), 0.3, total, align=8)
+    assert all(len(keep) % 8 == 0 and len(keep) >= 8 for keep in plan.values())
+    assert abs(plan_sparsity(model, plan) - 0.3) < 0.1
+    for key, keep in plan.items():  # still head-balanced
+        if key[1].endswith(".qk"):
+            assert len(set(np.bincount(np.asarray(keep) // 8, minlength=4))) == 1
+    new_cfg, small = assert_shrink_exact(model, cfg, plan)
+    with pytest.raises(ConfigError, match="align"):
+        select_lines(line_groups(model, cfg), 0.3, total, align=0)

@@ -86,6 +86,7 @@ def test_bssl_draws_the_sparsity_pictures(run, tmp_path):
     (["--sparsity", "1.5"], "sparsity must be in"),
     (["--method", "random"], "invalid choice"),
     (["--regularizer", "l0"], "invalid choice"),
+    (["--align", "0"], "align must be a positive"),
 ])
 def test_cli_errors_are_one_line(run, tmp_path, capsys, argv, message):
     try:  # argparse exits; our own errors return 2

@@ -203,7 +203,7 @@ def cmd_tprune(args):
                         regularizer=None if args.regularizer == "none" else args.regularizer, strength=args.strength,
                         reg_steps=args.reg_steps, finetune_steps=args.finetune_steps,
                         learning_rate=args.learning_rate, strategy=args.strategy, regularized_dir=args.regularized,
-                        data_dir=args.data_dir, verbose=args.verbose)
+                        data_dir=args.data_dir, verbose=args.verbose, align=args.align)
     print(json.dumps({k: result[k] for k in ("method", "target_sparsity", "sparsity", "params_before", "params",
                                               "layers")}))
 
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--strategy", default="tprune", choices=["tprune", "all"],
                    help="tprune: encoder Q/K, V/O and FFN lines, decoder Q/K only (the paper's); all: every group")
+    p.add_argument("--align", type=int, default=1,
+                   help="round each kept width to a multiple of this (e.g. 8 or 16, for SIMD kernels; default 1)")
     p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2], help="Keras progress output")
     _add_data_dir(p)
     p.set_defaults(func=cmd_tprune)

@@ -83,7 +83,7 @@ def _train_batches(exp: ExperimentConfig, run_dir: str, data_dir: str | None, co
 
 
 def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune", data_dir: str | None = None,
-             importance_batches: int = 20):
+             importance_batches: int = 20, align: int = 1):
     """(experiment, model with the plan's lines zeroed, plan) for one pruning method on a trained run."""
     if method not in METHODS:
         raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
@@ -92,7 +92,7 @@ def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune
     exp, model, _ = load_run(run_dir)
     total = layer_kernel_weights(model)
     if method == "tprune":
-        plan = select_lines(line_groups(model, exp.model, strategy), sparsity, total)
+        plan = select_lines(line_groups(model, exp.model, strategy), sparsity, total, align)
     else:
         batches = _train_batches(exp, run_dir, data_dir, importance_batches)
         importance = head_importance(model, exp.model, batches, LabelSmoothedCrossEntropy(0.0))
@@ -103,10 +103,10 @@ def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune
 
 def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", strategy: str = "tprune",
                     finetune_steps: int = 500, learning_rate: float = 5e-4, data_dir: str | None = None,
-                    verbose="auto") -> dict:
+                    verbose="auto", align: int = 1) -> dict:
     """Prune `run_dir` (for TPrune: a regularized run) to `sparsity`, shrink it, fine-tune the smaller dense
     model into `out_dir`. Returns (and writes to out_dir/compression.json) what was removed."""
-    exp, model, plan = plan_for(method, run_dir, sparsity, strategy, data_dir)
+    exp, model, plan = plan_for(method, run_dir, sparsity, strategy, data_dir, align=align)
     achieved = plan_sparsity(model, plan)
     new_cfg, weights = shrink(model, exp.model, plan)
     ft = finetune_experiment(run_dir, finetune_steps, learning_rate, model=new_cfg, suffix=method,
@@ -117,7 +117,7 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
     _, small, _ = load_run(out_dir)
     report = {
         "method": method, "source": run_dir, "strategy": strategy if method == "tprune" else None,
-        "target_sparsity": sparsity, "sparsity": achieved, "params_before": before,
+        "target_sparsity": sparsity, "sparsity": achieved, "align": align, "params_before": before,
         "params": int(sum(np.prod(v.shape) for v in small.weights)),
         "layers": {"encoder": [_dims(l) for l in new_cfg.encoder_layers],
                    "decoder": [_dims(l) for l in new_cfg.decoder_layers]},
@@ -130,7 +130,7 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
 def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", regularizer: str | None = "shs",
                strength: float | None = None, reg_steps: int = 400, finetune_steps: int = 300, learning_rate: float = 5e-4,
                strategy: str = "tprune", regularized_dir: str | None = None, data_dir: str | None = None,
-               verbose="auto") -> dict:
+               verbose="auto", align: int = 1) -> dict:
     """`tfmobile tprune`: (for TPrune) regularize into `regularized_dir` (default OUT/regularized) unless
     `regularizer` is None, then prune, shrink and fine-tune into `out_dir`. Checks the arguments before
     any training starts."""
@@ -138,6 +138,8 @@ def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprun
         raise ConfigError(f"sparsity must be in [0, 1) (got {sparsity})")
     if method not in METHODS:
         raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
+    if align < 1:
+        raise ConfigError(f"align must be a positive number of lines (got {align})")
     if not os.path.exists(RunFiles(run_dir).config):
         raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
     source = run_dir
@@ -145,7 +147,7 @@ def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprun
         source = regularized_dir or os.path.join(out_dir, "regularized")
         regularize_run(run_dir, source, regularizer, strength, reg_steps, learning_rate, strategy, data_dir, verbose)
     return prune_lines_run(source, out_dir, sparsity, method, strategy, finetune_steps, learning_rate, data_dir,
-                           verbose)
+                           verbose, align)
 
 
 def _dims(layer) -> dict:

@@ -172,14 +172,22 @@ def _units(group: LineGroup, scores: np.ndarray):
         yield float(np.mean(scores[lines])), list(removed)
 
 
-def select_lines(groups: list[LineGroup], sparsity: float, total_weights: int) -> dict:
+def select_lines(groups: list[LineGroup], sparsity: float, total_weights: int, align: int = 1) -> dict:
     """TPrune's selection: remove the lines of lowest RMS norm (norm / sqrt(weights in the line)) across all
-    groups, in head-balanced units, until `sparsity` of `total_weights` is removed. Returns the plan."""
+    groups, in head-balanced units, until `sparsity` of `total_weights` is removed. Returns the plan.
+
+    align > 1 then rounds each group's kept width to the nearest multiple of lcm(align, heads): SIMD
+    kernels (XNNPACK tiles by 8 and 16) run arbitrary widths slower, which can eat the pruning's gain.
+    The achieved sparsity then moves off the target by up to half a step per group."""
     if not 0.0 <= sparsity < 1.0:
         raise ConfigError(f"sparsity must be in [0, 1) (got {sparsity})")
+    if align < 1:
+        raise ConfigError(f"align must be a positive number of lines (got {align})")
     candidates = []  # (score, group index, unit number, removed lines after this unit)
+    units = []
     for gi, g in enumerate(groups):
         scores = g.norms() / math.sqrt(g.line_cost)
+        units.append([removed for _, removed in _units(g, scores)])
         for u, (score, removed) in enumerate(_units(g, scores)):
             candidates.append((score, gi, u, removed))
     # A unit is taken only after the earlier units of its group: scores within a group never decrease.
@@ -194,6 +202,13 @@ def select_lines(groups: list[LineGroup], sparsity: float, total_weights: int) -
             continue
         removed_weights += groups[gi].heads * groups[gi].line_cost
         done[gi] = removed
+    if align > 1:
+        for gi, g in enumerate(groups):
+            step = math.lcm(align, g.heads)
+            kept = g.num_lines - len(done[gi])
+            kept = min(g.num_lines, max(step, int(round(kept / step)) * step))
+            u = (g.num_lines - kept) // g.heads
+            done[gi] = units[gi][u - 1] if u > 0 else []
     return {g.key: np.setdiff1d(np.arange(g.num_lines), done[gi]) for gi, g in enumerate(groups)}
 
 
