@@ -41,91 +41,126 @@ TPRUNE_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.45)
 HEADWISE_SPARSITIES = (0.1, 0.2, 0.3)
 
 
-def point_name(method: str, sparsity: float) -> str:
-    return f"{method}-{round(sparsity * 100):02d}"
+def point_name(method: str, sparsity: float, strategy: str = "tprune") -> str:
+    """tprune-20 (TPrune's strategy), tprune_all-20 (every line group), headwise-20."""
+    prefix = method if method == "headwise" or strategy == "tprune" else f"{method}_{strategy}"
+    return f"{prefix}-{round(sparsity * 100):02d}"
 
 
-def train_points(args) -> list[dict]:
+def regularized_dir(work: str, strategy: str) -> str:
+    return os.path.join(work, "regularized" if strategy == "tprune" else f"regularized_{strategy}")
+
+
+def sweep_points(args) -> list[tuple[str, str, str, float]]:
+    """(method, strategy, name, sparsity) of every point this command covers."""
+    points = [("tprune", st, point_name("tprune", s, st), s) for st in args.strategy for s in args.tprune]
+    return points + [("headwise", None, point_name("headwise", s), s) for s in args.headwise]
+
+
+def train_points(args) -> None:
     from tfmobile.compression.bssl import bssl_run
     from tfmobile.compression.recipes import prune_lines_run, regularize_run
 
     work = args.work_dir
-    regularized = os.path.join(work, "regularized")
-    print(f"regularize ({args.regularizer}, {args.reg_steps} steps)", flush=True)
-    report = regularize_run(args.run, regularized, args.regularizer, args.strength, args.reg_steps, args.learning_rate,
-                   data_dir=args.data_dir, verbose=2)
-    args.strength = report["strength"]
-    print(f"  strength {args.strength:g}; lines nearly dead: {report['line_norms']}", flush=True)
-    points = []
-    for method, sparsities, source, steps in (
-            ("tprune", args.tprune, regularized, args.finetune_steps),
-            ("headwise", args.headwise, args.run, args.headwise_steps or args.finetune_steps)):
-        for s in sparsities:
-            name = point_name(method, s)
-            print(f"{name}: prune to {s:.0%}, fine-tune {steps} steps", flush=True)
-            report = prune_lines_run(source, os.path.join(work, name), s, method=method, finetune_steps=steps,
-                                     learning_rate=args.learning_rate, data_dir=args.data_dir, verbose=2,
-                                     align=args.align if method == "tprune" else 1)
-            points.append({"name": name, "dir": os.path.join(work, name), "report": report})
+    for strategy in args.strategy:
+        print(f"regularize ({args.regularizer}, {strategy} strategy, {args.reg_steps} steps)", flush=True)
+        report = regularize_run(args.run, regularized_dir(work, strategy), args.regularizer, args.strength,
+                                args.reg_steps, args.learning_rate, strategy, data_dir=args.data_dir, verbose=2)
+        print(f"  strength {report['strength']:g}; lines nearly dead: {report['line_norms']}", flush=True)
+    for method, strategy, name, s in sweep_points(args):
+        source = regularized_dir(work, strategy) if method == "tprune" else args.run
+        steps = args.finetune_steps if method == "tprune" else (args.headwise_steps or args.finetune_steps)
+        print(f"{name}: prune to {s:.0%}, fine-tune {steps} steps", flush=True)
+        prune_lines_run(source, os.path.join(work, name), s, method=method, strategy=strategy or "tprune",
+                        finetune_steps=steps, learning_rate=args.learning_rate, data_dir=args.data_dir, verbose=2,
+                        align=args.align if method == "tprune" else 1)
     if args.bssl_steps:
         print(f"BSSL analysis ({args.bssl_steps} steps)", flush=True)
         bssl_run(args.run, os.path.join(work, "bssl"), args.bssl_strength, args.bssl_steps, args.learning_rate,
                  data_dir=args.data_dir, plot=os.path.join(args.results_dir, "tprune_bssl.png"), verbose=2)
-    return points
 
 
-def measure(args, points: list[dict]) -> dict:
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def measure(args) -> dict:
+    """BLEU, size and latency of every trained point (read from its compression.json; run the train phase
+    first), all timed in this one run."""
     from tfmobile.compression.bssl import plot_sparsity
     from tfmobile.decoding.evaluate import evaluate_export
     from tfmobile.deploy.bench import bench
     from tfmobile.deploy.export import export_translator
-    from tfmobile.training.trainer import load_run
+    from tfmobile.profiling.counts import count_mult_adds
+    from tfmobile.models.config import experiment_from_dict, load_yaml
+    from tfmobile.training.trainer import RunFiles, load_run
 
-    results = []
-    for p in points:
-        out = os.path.join(p["dir"], "litert-float32")
+    results, dirs = [], []
+    for method, strategy, name, _ in sweep_points(args):
+        d = os.path.join(args.work_dir, name)
+        if not os.path.exists(os.path.join(d, "compression.json")):
+            raise TfmobileError(f"{d} has no compression.json: train it first (--phase train)")
+        r = _read_json(os.path.join(d, "compression.json"))
+        out = os.path.join(d, "litert-float32")
         if not os.path.exists(os.path.join(out, "model.tflite")):
-            export_translator(p["dir"], out, max_source_len=args.max_source_len, max_target_len=args.max_target_len,
+            export_translator(d, out, max_source_len=args.max_source_len, max_target_len=args.max_target_len,
                               data_dir=args.data_dir, force=True)
-        cached = os.path.join(p["dir"], "bleu.json")
+        cached = os.path.join(d, "bleu.json")
         if os.path.exists(cached):
-            with open(cached) as f:
-                scores = json.load(f)
+            scores = _read_json(cached)
         else:
-            print(f"{p['name']}: BLEU of the export", flush=True)
+            print(f"{name}: BLEU of the export", flush=True)
             scores = evaluate_export(out, limit=args.limit, data_dir=args.data_dir, progress=False)
             scores = {k: scores[k] for k in ("bleu", "chrf", "sentences", "too_long", "model_bytes")}
             atomic_write_text(cached, json.dumps(scores))
-        r = p["report"]
-        results.append({"method": r["method"], "name": p["name"], "target_sparsity": r["target_sparsity"],
-                        "sparsity": round(r["sparsity"], 4), "params": r["params"],
+        cfg = experiment_from_dict(load_yaml(RunFiles(d).config)).model
+        results.append({"method": method, "strategy": strategy, "name": name, "align": r.get("align", 1),
+                        "target_sparsity": r["target_sparsity"], "sparsity": round(r["sparsity"], 4),
+                        "params": r["params"], "mult_adds": count_mult_adds(cfg, 30, 30),
                         "tflite_bytes": scores["model_bytes"], "bleu": scores["bleu"], "chrf": scores["chrf"],
-                        "layers": r["layers"], "dir": os.path.relpath(p["dir"])})
+                        "layers": r["layers"], "dir": os.path.relpath(d)})
+        dirs.append(d)
     print(f"latency: HAT measure, 1 thread, {args.runs} runs per model, all in this run", flush=True)
-    for rounds in range(args.latency_rounds):  # interleaved rounds, median of medians: less drift between points
-        for res, p in zip(results, points):
-            m = bench(os.path.join(p["dir"], "litert-float32", "model.tflite"), num_threads=1, runs=args.runs,
-                      progress=False)["measures"]["hat"]["p50_ms"]
-            res.setdefault("latency_rounds_ms", []).append(round(m, 3))
-    base = next(r for r in results if r["method"] == "tprune" and r["target_sparsity"] == 0.0)
+    for _ in range(args.latency_rounds):  # interleaved rounds: drift hits every point alike
+        for res, d in zip(results, dirs):
+            m = bench(os.path.join(d, "litert-float32", "model.tflite"), num_threads=1, runs=args.runs,
+                      progress=False)["measures"]
+            for key, measure_name in (("latency", "hat"), ("encoder", "encoder"), ("decode_step", "decode_step")):
+                res.setdefault(f"{key}_rounds_ms", []).append(round(m[measure_name]["p50_ms"], 3))
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     for r in results:
-        rounds = sorted(r["latency_rounds_ms"])
-        r["latency_ms"] = rounds[len(rounds) // 2]
+        r["latency_ms"] = median(r["latency_rounds_ms"])
+        r["latency_best_ms"] = min(r["latency_rounds_ms"])
+        r["encoder_ms"] = median(r.pop("encoder_rounds_ms"))
+        r["decode_step_ms"] = median(r.pop("decode_step_rounds_ms"))
+    # One latency reference (every unpruned model has the same shapes); BLEU against the 0% point that had
+    # the same regularization (head-wise: against TPrune's).
+    base = {r["strategy"]: r for r in results if r["method"] == "tprune" and r["target_sparsity"] == 0.0}
+    ref = base.get("tprune") or next(iter(base.values()))
     for r in results:
-        r["speedup"] = round(base["latency_ms"] / r["latency_ms"], 3)
-        r["bleu_change"] = round(r["bleu"] - base["bleu"], 2)
-    exp, model, _ = load_run(os.path.join(args.work_dir, "regularized"))
+        r["speedup"] = round(ref["latency_ms"] / r["latency_ms"], 3)
+        r["speedup_best"] = round(ref["latency_best_ms"] / r["latency_best_ms"], 3)
+        r["mult_adds_speedup"] = round(ref["mult_adds"] / r["mult_adds"], 3)
+        r["bleu_change"] = round(r["bleu"] - base.get(r["strategy"], ref)["bleu"], 2)
+    strategy = args.strategy[0]
+    exp, model, _ = load_run(regularized_dir(args.work_dir, strategy))
     plot_sparsity(model, exp.model, os.path.join(args.results_dir, "tprune_lines.png"),
                   title=f"after {args.regularizer.upper()} regularization: whole lines die (|w|/max|w|)")
+    reg = _read_json(os.path.join(regularized_dir(args.work_dir, strategy), "compression.json"))
     return {"benchmark": "TPrune structured pruning vs head-wise pruning on bible-es-en",
             "command": "benchmarks/tprune_sweep.py", "run": args.run,
-            "recipe": {"regularizer": args.regularizer, "strength": args.strength, "reg_steps": args.reg_steps,
+            "recipe": {"regularizer": args.regularizer, "strength": reg["strength"], "reg_steps": reg["steps"],
                        "finetune_steps": args.finetune_steps, "learning_rate": args.learning_rate,
-                       "headwise_finetune_steps": args.headwise_steps or args.finetune_steps, "align": args.align, "strategy": "tprune"},
+                       "headwise_finetune_steps": args.headwise_steps or args.finetune_steps,
+                       "strategies": args.strategy},
             "sparsity_definition": "fraction of the encoder/decoder layers' kernel weights removed by shrinking",
+            "mult_adds": "tfmobile profile convention at 30 source and 30 target tokens (no embeddings or "
+                         "output projection)",
             "bleu": {"split": "test", "limit": args.limit, "decoding": "greedy, float32 LiteRT export"},
             "latency": {"measure": "HAT: 30-token source + 30 decoder steps", "threads": 1, "runs": args.runs,
-                        "rounds": args.latency_rounds, "engine": "ai-edge-litert", "reference": base["name"]},
+                        "rounds": args.latency_rounds, "engine": "ai-edge-litert", "reference": ref["name"],
+                        "latency_ms": "median over rounds of each round's p50", "latency_best_ms": "best round"},
             "points": results}
 
 
@@ -136,10 +171,12 @@ def plot(report: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method, style, label in (("tprune", "o-", "TPrune (line-wise, SHS)"), ("headwise", "s--", "head-wise")):
-        pts = sorted((p for p in report["points"] if p["method"] == method), key=lambda p: p["sparsity"])
-        if method == "headwise":
-            base = next(p for p in report["points"] if p["method"] == "tprune" and p["target_sparsity"] == 0)
+    base = next(p for p in report["points"] if p["name"] == report["latency"]["reference"])
+    series = [(("tprune", st), "o-", f"TPrune ({st} strategy)") for st in report["recipe"]["strategies"]]
+    for (method, strategy), style, label in series + [(("headwise", None), "s--", "head-wise")]:
+        pts = sorted((p for p in report["points"] if p["method"] == method and p["strategy"] == strategy),
+                     key=lambda p: p["sparsity"])
+        if method == "headwise" and pts:
             pts = [base] + pts
         ax.plot([p["speedup"] for p in pts], [p["bleu"] for p in pts], style, label=label)
         for p in pts:
@@ -158,12 +195,15 @@ def plot(report: dict, path: str) -> None:
 
 
 def format_table(report: dict) -> str:
-    lines = ["| method | sparsity | params | .tflite MiB | BLEU | vs 0% | latency ms | speedup |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| point | sparsity | params | .tflite MiB | BLEU | vs 0% | latency ms (best round) | encoder ms | "
+             "decode step ms | speedup (best round) | Mult-Adds speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
-        lines.append(f"| {p['method']} | {p['sparsity']:.1%} | {p['params'] / 1e6:.2f}M | "
+        lines.append(f"| {p['name']} | {p['sparsity']:.1%} | {p['params'] / 1e6:.2f}M | "
                      f"{p['tflite_bytes'] / 2**20:.1f} | {p['bleu']:.2f} | {p['bleu_change']:+.2f} | "
-                     f"{p['latency_ms']:.1f} | {p['speedup']:.2f}x |")
+                     f"{p['latency_ms']:.1f} ({p['latency_best_ms']:.1f}) | {p['encoder_ms']:.2f} | "
+                     f"{p['decode_step_ms']:.2f} | {p['speedup']:.2f}x ({p['speedup_best']:.2f}x) | "
+                     f"{p['mult_adds_speedup']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -173,6 +213,8 @@ def parse_args(argv=None):
     ap.add_argument("--run", default=os.path.join("runs", "small"), help="trained run directory")
     ap.add_argument("--tprune", nargs="+", type=float, default=list(TPRUNE_SPARSITIES))
     ap.add_argument("--headwise", nargs="*", type=float, default=list(HEADWISE_SPARSITIES))
+    ap.add_argument("--strategy", nargs="+", choices=["tprune", "all"], default=["tprune"],
+                    help="line groups: TPrune's (decoder Q/K only) and/or all; each has its own regularized run")
     ap.add_argument("--regularizer", choices=["ssl", "shs"], default="shs")
     ap.add_argument("--strength", type=float, default=None, help="default: the regularizer's DEFAULT_STRENGTH")
     ap.add_argument("--reg-steps", type=int, default=400)
@@ -205,12 +247,11 @@ def main(argv=None) -> int:
 
         _import_tensorflow_quietly()
         os.makedirs(args.results_dir, exist_ok=True)
-        if args.phase == "measure":
-            args.bssl_steps = 0
-        points = train_points(args)
+        if args.phase != "measure":
+            train_points(args)
         if args.phase == "train":
             return 0
-        report = measure(args, points)
+        report = measure(args)
         atomic_write_text(os.path.join(args.results_dir, "tprune_sweep.json"), json.dumps(report, indent=2) + "\n")
         plot(report, os.path.join(args.results_dir, "tprune_sweep.png"))
     except TfmobileError as e:
