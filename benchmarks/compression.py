@@ -30,6 +30,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import import_tensorflow_quietly, run_main  # noqa: E402  (benchmarks/ is on sys.path)
+
 from tfmobile.errors import TfmobileError  # noqa: E402
 from tfmobile.utils import atomic_write_text  # noqa: E402
 
@@ -172,19 +174,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    try:
+    def body():
         args = parse_args(argv)
-        from tfmobile.cli import _import_tensorflow_quietly
-
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         os.makedirs(args.results_dir, exist_ok=True)
         report = run(args)
-    except TfmobileError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print(format_table(report))
-    return 0
+        print()
+        print(format_table(report))
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

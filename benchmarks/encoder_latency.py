@@ -31,6 +31,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import import_tensorflow_quietly, run_main  # noqa: E402  (benchmarks/ is on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
@@ -92,29 +94,26 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", default=None, help="load trained models from RUNS_DIR/<preset> instead")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "encoder_latency.json"))
     args = ap.parse_args(argv)
-    try:
+
+    def body():
         for name in ("src_len", "threads", "rounds", "runs"):
             if getattr(args, name) < 1:
                 raise TfmobileError(f"--{name.replace('_', '-')} must be positive")
         if args.warmup < 0:
             raise TfmobileError("--warmup must not be negative")
         report = run(args)
-    except TfmobileError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
-    print(f"wrote {args.out}")
-    return 0
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+        print(format_table(report))
+        print(f"wrote {args.out}")
+
+    return run_main(PROG, body)
 
 
 def run(args) -> dict:
     budgets = [b for b in PAIRS if b in args.budgets]
     pairs = {b: pair_mult_adds(b) for b in budgets}  # refuses pairs more than 5% apart
 
-    from tfmobile.cli import _import_tensorflow_quietly
-
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     import ai_edge_litert
     import numpy as np
     import tensorflow as tf

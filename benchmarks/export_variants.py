@@ -24,6 +24,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import import_tensorflow_quietly, run_main  # noqa: E402  (benchmarks/ is on sys.path)
+
 from tfmobile.errors import TfmobileError  # noqa: E402
 from tfmobile.utils import atomic_write_text  # noqa: E402
 
@@ -131,18 +133,14 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    try:
+    def body():
         args = parse_args(argv)
-        from tfmobile.cli import _import_tensorflow_quietly
-
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         report = run(args)
-    except TfmobileError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print(format_table(report))
-    return 0
+        print()
+        print(format_table(report))
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

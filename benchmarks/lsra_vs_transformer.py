@@ -41,6 +41,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import import_tensorflow_quietly, run_main  # noqa: E402  (benchmarks/ is on sys.path)
+
 from tfmobile.errors import TfmobileError  # noqa: E402
 from tfmobile.models.config import ExperimentConfig, load_config  # noqa: E402
 from tfmobile.profiling import count_mult_adds, count_params  # noqa: E402
@@ -373,16 +375,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    try:
+    def body():
         args = parse_args(argv)
         pairs = {budget: pair_mult_adds(budget) for budget in args.budgets}  # refuse unmatched pairs first
         for budget, p in pairs.items():
             print(f"{budget}: {p['presets']['transformer']} {p['mult_adds']['transformer'] / 1e6:.1f}M vs "
                   f"{p['presets']['lite']} {p['mult_adds']['lite'] / 1e6:.1f}M Mult-Adds "
                   f"({p['relative_gap']:.1%} apart)", flush=True)
-        from tfmobile.cli import _import_tensorflow_quietly
-
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         jobs = [(budget, kind, pairs[budget]["presets"][kind]) for budget in args.budgets for kind in KINDS]
         models = []
         for i, (budget, kind, preset) in enumerate(jobs, 1):
@@ -392,13 +392,8 @@ def main(argv=None) -> int:
         print()
         print(format_table(report))
         print(f"wrote {json_path} and {png_path}")
-    except TfmobileError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import run_main  # noqa: E402  (benchmarks/ is on sys.path)
+
 from tfmobile.errors import TfmobileError  # noqa: E402
 from tfmobile.utils import atomic_write_text  # noqa: E402
 
@@ -427,15 +429,8 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    try:
-        run(parse_args(argv))
-    except TfmobileError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; exports and conversions done so far are reused by a rerun", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(PROG, lambda: run(parse_args(argv)),
+                    resume_hint="exports and conversions done so far are reused by a rerun")
 
 
 if __name__ == "__main__":
