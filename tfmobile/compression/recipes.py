@@ -113,12 +113,11 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
                              note=f"{method}, {achieved:.1%} sparsity")
     state = train(ft, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose, init_weights=weights)
     _copy_report(run_dir, out_dir)
-    before = int(sum(np.prod(v.shape) for v in model.weights))
-    _, small, _ = load_run(out_dir)
     report = {
         "method": method, "source": run_dir, "strategy": strategy if method == "tprune" else None,
-        "target_sparsity": sparsity, "sparsity": achieved, "align": align, "params_before": before,
-        "params": int(sum(np.prod(v.shape) for v in small.weights)),
+        "target_sparsity": sparsity, "sparsity": achieved, "align": align,
+        "params_before": int(sum(np.prod(v.shape) for v in model.weights)),
+        "params": int(sum(w.size for w in weights)),  # fine-tuning keeps the shrunk shapes
         "layers": {"encoder": [_dims(l) for l in new_cfg.encoder_layers],
                    "decoder": [_dims(l) for l in new_cfg.decoder_layers]},
         "finetune_steps": finetune_steps, "train": state,

@@ -108,6 +108,10 @@ def _attention_members(mha: MultiHeadAttention, which: str) -> list:
     return [(mha.value_dense.kernel, "columns"), (mha.value_dense.bias, "bias"), (mha.output_dense.kernel, "rows")]
 
 
+def _ffn_members(layer) -> list:
+    return [(layer.ffn.fc1.kernel, "columns"), (layer.ffn.fc1.bias, "bias"), (layer.ffn.fc2.kernel, "rows")]
+
+
 def line_groups(model: keras.Model, cfg: ModelConfig, strategy: str = "tprune") -> list[LineGroup]:
     """The line groups the strategy prunes, in model order."""
     if strategy not in STRATEGIES:
@@ -130,8 +134,7 @@ def line_groups(model: keras.Model, cfg: ModelConfig, strategy: str = "tprune") 
                             g.scale_query = (mha.query_dense.kernel, mha.query_dense.bias)
                         groups.append(g)
             if "ffn" in parts:
-                groups.append(LineGroup(layer.name, "ffn", [(layer.ffn.fc1.kernel, "columns"), (layer.ffn.fc1.bias, "bias"),
-                                                            (layer.ffn.fc2.kernel, "rows")]))
+                groups.append(LineGroup(layer.name, "ffn", _ffn_members(layer)))
     return groups
 
 
@@ -274,7 +277,7 @@ def select_heads(model: keras.Model, importance: dict, sparsity: float, total_we
 def _group_members(model: keras.Model, key: tuple[str, str]) -> tuple[list, object]:
     layer = model.get_layer(key[0])
     if key[1] == "ffn":
-        return [(layer.ffn.fc1.kernel, "columns"), (layer.ffn.fc1.bias, "bias"), (layer.ffn.fc2.kernel, "rows")], None
+        return _ffn_members(layer), None
     attn_name, which = key[1].split(".")
     mha = getattr(layer, attn_name)
     return _attention_members(mha, which), mha
