@@ -99,10 +99,13 @@ def measure(args) -> dict:
     from tfmobile.training.trainer import RunFiles, load_run
 
     results, dirs = [], []
-    for method, strategy, name, _ in sweep_points(args):
+    for method, strategy, name, s in sweep_points(args):
         d = os.path.join(args.work_dir, name)
         if not os.path.exists(os.path.join(d, "compression.json")):
-            raise TfmobileError(f"{d} has no compression.json: train it first (--phase train)")
+            if s == 0.0 and method == "tprune":
+                raise TfmobileError(f"{d} has no compression.json: train the reference first (--phase train)")
+            print(f"{name}: not trained, skipped (--phase train trains it)", flush=True)
+            continue
         r = _read_json(os.path.join(d, "compression.json"))
         out = os.path.join(d, "litert-float32")
         if not os.path.exists(os.path.join(out, "model.tflite")):

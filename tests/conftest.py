@@ -1,7 +1,13 @@
 """Fixtures shared by the test modules."""
 
+import importlib.util
+import os
+import sys
+
 import numpy as np
 import pytest
+
+BENCHMARKS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
 NUMBERS_EN = "zero one two three four five six seven eight nine".split()
@@ -28,8 +34,8 @@ model:
   normalize_before: {prenorm}
   share_embeddings: {joint}
   tie_output: {joint}
-  encoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
-  decoder: {{num_layers: 2, ffn_dim: 64, num_heads: 2{lsra}}}
+  encoder: {{num_layers: {layers}, ffn_dim: 64, num_heads: 2{lsra}}}
+  decoder: {{num_layers: {layers}, ffn_dim: 64, num_heads: 2{lsra}}}
   dropout: 0.0
   max_source_len: 24
   max_target_len: 24
@@ -40,7 +46,7 @@ data:
   max_len: 20
 train:
   max_tokens: 512
-  epochs: 1
+  epochs: {epochs}
   steps_per_epoch: {steps}
   learning_rate: 0.01
   warmup_steps: 30
@@ -49,18 +55,24 @@ train:
 LSRA_LAYERS = ", kind: lsra, conv_type: dynamic, kernel_size: 3, glu: true"
 
 
+def tiny_config(root, corpus: str, name: str = "tiny", lite: bool = False, steps: int = 250, layers: int = 2,
+                epochs: int = 1) -> str:
+    """Write root/config.yaml for a tiny model on the numbers corpus: a pre-norm Transformer with a joint
+    vocabulary, or (lite=True) a post-norm Lite Transformer with separate vocabularies. Returns its path."""
+    path = root / "config.yaml"
+    path.write_text(TINY_RUN_YAML.format(name=name, corpus=corpus, steps=steps, layers=layers, epochs=epochs,
+                                         prenorm="false" if lite else "true", joint="false" if lite else "true",
+                                         lsra=LSRA_LAYERS if lite else ""))
+    return str(path)
+
+
 def train_tiny_run(root, corpus: str, name: str = "tiny", lite: bool = False, steps: int = 250) -> dict:
-    """Train a tiny model on the numbers corpus into root/run: a pre-norm Transformer with a joint vocabulary,
-    or (lite=True) a post-norm Lite Transformer with separate vocabularies. Returns its paths."""
+    """Train the `tiny_config` model into root/run. Returns its paths."""
     from tfmobile.models.config import load_config
     from tfmobile.training.trainer import train
 
-    yaml = TINY_RUN_YAML.format(name=name, corpus=corpus, steps=steps, prenorm="false" if lite else "true",
-                                joint="false" if lite else "true", lsra=LSRA_LAYERS if lite else "")
-    path = root / "config.yaml"
-    path.write_text(yaml)
     run_dir = str(root / "run")
-    train(load_config(str(path)), run_dir, data_dir=str(root / "data"), verbose=0)
+    train(load_config(tiny_config(root, corpus, name, lite, steps)), run_dir, data_dir=str(root / "data"), verbose=0)
     return {"name": name, "dir": run_dir, "data": str(root / "data"), "root": root}
 
 
@@ -97,3 +109,14 @@ def assert_one_line_error(rc, err, *needles):
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0]
+
+
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module, with benchmarks/ on sys.path as when it runs as a script."""
+    if BENCHMARKS not in sys.path:
+        sys.path.append(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # AutoGraph looks functions' modules up there
+    spec.loader.exec_module(module)
+    return module

@@ -11,38 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_config
 from tfmobile import cli
 from tfmobile.models.config import load_config
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, label_smoothed_nll
 from tfmobile.training.schedules import InverseSqrtSchedule
 from tfmobile.training.trainer import train
 
-TINY_YAML = """
-name: tiny
-model:
-  embed_dim: 32
-  encoder: {{num_layers: 1, ffn_dim: 64, num_heads: 2}}
-  decoder: {{num_layers: 1, ffn_dim: 64, num_heads: 2}}
-  dropout: 0.0
-  max_source_len: 24
-  max_target_len: 24
-data:
-  corpus: {corpus}
-  vocab_size: 64
-  max_len: 20
-train:
-  max_tokens: 512
-  epochs: 2
-  steps_per_epoch: {steps}
-  learning_rate: 0.01
-  warmup_steps: 20
-"""
-
-
 def write_config(tmp_path, corpus, steps=30):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_YAML.format(corpus=corpus, steps=steps))
-    return str(path)
+    return tiny_config(tmp_path, corpus, steps=steps, layers=1, epochs=2)
 
 
 def test_label_smoothing_matches_numpy():

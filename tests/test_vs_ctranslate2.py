@@ -1,26 +1,20 @@
 """benchmarks/vs_ctranslate2.py: one length limit for every engine, sentence choice, cache keys, the report."""
 
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
+from conftest import load_benchmark, tiny_config
 from tfmobile.deploy.ctranslate2 import CTranslate2Translator
 from tfmobile.deploy.export import LENGTH_EXTRA, LENGTH_RATIO
 from tfmobile.deploy.runtime import LiteTranslator
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "vs_ctranslate2.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vs_ctranslate2", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # AutoGraph looks functions' modules up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vs_ctranslate2")
 
 
 def lite_translator(max_target_len, model_max_target_len):
@@ -105,38 +99,15 @@ def test_run_without_checkpoint_is_one_line(bench, tmp_path, capsys):
     assert err[-1].startswith("vs_ctranslate2: error:") and "checkpoint" in err[-1]
 
 
-TINY_YAML = """
-name: tiny
-model:
-  embed_dim: 32
-  encoder: {{num_layers: 1, ffn_dim: 64, num_heads: 2}}
-  decoder: {{num_layers: 1, ffn_dim: 64, num_heads: 2}}
-  dropout: 0.0
-  max_source_len: 24
-  max_target_len: 24
-data:
-  corpus: {corpus}
-  vocab_size: 64
-  max_len: 20
-train:
-  max_tokens: 512
-  epochs: 1
-  steps_per_epoch: 60
-  learning_rate: 0.01
-  warmup_steps: 20
-"""
-
-
 @pytest.mark.slow
 def test_end_to_end_on_a_tiny_run(bench, tmp_path, corpus, capsys):
     pytest.importorskip("ctranslate2")
     from tfmobile.models.config import load_config
     from tfmobile.training.trainer import train
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_YAML.format(corpus=corpus))
+    config = tiny_config(tmp_path, corpus, steps=60, layers=1)
     run, data, work, results = (str(tmp_path / name) for name in ("run", "data", "work", "results"))
-    train(load_config(str(config)), run, data_dir=data, verbose=0)
+    train(load_config(config), run, data_dir=data, verbose=0)
     argv = ["--run", run, "--sentences", "6", "--repeats", "2", "--threads", "1", "--max-source-len", "16",
             "--max-target-len", "20", "--work-dir", work, "--results-dir", results, "--data-dir", data]
     assert bench.main(argv) == 0
