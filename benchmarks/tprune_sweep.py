@@ -2,25 +2,28 @@
 
 Starting from one trained run (default `runs/small`, bible-es-en):
 
-1. regularize: fine-tune with Structured Hoyer Square on TPrune's line groups (`--reg-steps`);
+1. regularize: fine-tune with Structured Hoyer Square on the strategy's line groups (`--reg-steps`);
+   `--strategy tprune` (TPrune's: the decoder's W_Q/W_K only) and/or `all` (every group), each with
+   its own regularized run;
 2. TPrune: for each sparsity, select the weakest lines (head-balanced), shrink to a smaller dense model,
-   fine-tune it (`--finetune-steps`). The 0% point is the regularized model fine-tuned unpruned, which is
-   the reference every speedup and BLEU change is measured against;
+   fine-tune it (`--finetune-steps`). The 0% point is the regularized model fine-tuned unpruned: BLEU
+   changes are against the 0% point of the same strategy, speedups against TPrune's 0% point;
 3. head-wise (Michel et al. 2019): drop the least important heads of the original run to the same
    sparsity and fine-tune for `--finetune-steps` (`--headwise-steps` to give it more, e.g. TPrune's
    regularization steps too);
-4. measure each model: float32 LiteRT export, test-split BLEU of the exported translator (greedy),
-   parameters, `.tflite` bytes, and latency with `tfmobile bench` (HAT's measure: 30-token source, 30
-   decoder steps, ai-edge-litert, 1 thread), all points timed in one run so the speedups are side by side;
+4. measure each trained point: float32 LiteRT export, test-split BLEU of the exported translator
+   (greedy), parameters, Mult-Adds, `.tflite` bytes, and latency side by side with
+   `tfmobile.deploy.bench.compare` (HAT's measure: 30-token source, 30 decoder steps, ai-edge-litert,
+   1 thread; rounds over all models, speedup = median over rounds of the per-round ratio);
 5. BSSL analysis: a block-wise group lasso fine-tune and heatmaps of where the zeros form.
 
-Writes benchmarks/results/tprune_sweep.json (after every point), tprune_sweep.png (BLEU vs speedup)
+Writes benchmarks/results/tprune_sweep.json, tprune_sweep.png (BLEU vs speedup)
 and tprune_bssl.png / tprune_lines.png (sparsity pictures). Every training step is resumable: rerun the
 same command after an interruption. `--phase train` trains only (latency wants a quiet machine; run
 `--phase measure` then).
 
     python benchmarks/tprune_sweep.py
-    python benchmarks/tprune_sweep.py --phase measure --runs 50
+    python benchmarks/tprune_sweep.py --strategy tprune all --phase measure --latency-rounds 60
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def measure(args) -> dict:
     first), all timed in this one run."""
     from tfmobile.compression.bssl import plot_sparsity
     from tfmobile.decoding.evaluate import evaluate_export
-    from tfmobile.deploy.bench import bench
+    from tfmobile.deploy.bench import compare
     from tfmobile.deploy.export import export_translator
     from tfmobile.profiling.counts import count_mult_adds
     from tfmobile.models.config import experiment_from_dict, load_yaml
@@ -126,27 +129,20 @@ def measure(args) -> dict:
                         "tflite_bytes": scores["model_bytes"], "bleu": scores["bleu"], "chrf": scores["chrf"],
                         "layers": r["layers"], "dir": os.path.relpath(d)})
         dirs.append(d)
-    print(f"latency: HAT measure, 1 thread, {args.runs} runs per model, all in this run", flush=True)
-    for _ in range(args.latency_rounds):  # interleaved rounds: drift hits every point alike
-        for res, d in zip(results, dirs):
-            m = bench(os.path.join(d, "litert-float32", "model.tflite"), num_threads=1, runs=args.runs,
-                      progress=False)["measures"]
-            for key, measure_name in (("latency", "hat"), ("encoder", "encoder"), ("decode_step", "decode_step")):
-                res.setdefault(f"{key}_rounds_ms", []).append(round(m[measure_name]["p50_ms"], 3))
-    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    for r in results:
-        r["latency_ms"] = median(r["latency_rounds_ms"])
-        r["latency_best_ms"] = min(r["latency_rounds_ms"])
-        r["encoder_ms"] = median(r.pop("encoder_rounds_ms"))
-        r["decode_step_ms"] = median(r.pop("decode_step_rounds_ms"))
     # One latency reference (every unpruned model has the same shapes); BLEU against the 0% point that had
     # the same regularization (head-wise: against TPrune's).
     base = {r["strategy"]: r for r in results if r["method"] == "tprune" and r["target_sparsity"] == 0.0}
     ref = base.get("tprune") or next(iter(base.values()))
+    print(f"latency: HAT measure, 1 thread, {args.latency_rounds} rounds x {args.runs} runs per model, side by side",
+          flush=True)
+    timed = compare({r["name"]: os.path.join(d, "litert-float32", "model.tflite") for r, d in zip(results, dirs)},
+                    reference=ref["name"], rounds=args.latency_rounds, runs=args.runs)
     for r in results:
-        r["speedup"] = round(ref["latency_ms"] / r["latency_ms"], 3)
-        r["speedup_best"] = round(ref["latency_best_ms"] / r["latency_best_ms"], 3)
-        r["mult_adds_speedup"] = round(ref["mult_adds"] / r["mult_adds"], 3)
+        t = timed[r["name"]]
+        r.update({"latency_ms": t["hat_ms"], "encoder_ms": t["encoder_ms"], "decode_step_ms": t["decode_step_ms"],
+                  "speedup": round(t["speedup"], 3), "speedup_q1": round(t["speedup_q1"], 3),
+                  "speedup_q3": round(t["speedup_q3"], 3),
+                  "mult_adds_speedup": round(ref["mult_adds"] / r["mult_adds"], 3)})
         r["bleu_change"] = round(r["bleu"] - base.get(r["strategy"], ref)["bleu"], 2)
     strategy = args.strategy[0]
     exp, model, _ = load_run(regularized_dir(args.work_dir, strategy))
@@ -165,7 +161,8 @@ def measure(args) -> dict:
             "bleu": {"split": "test", "limit": args.limit, "decoding": "greedy, float32 LiteRT export"},
             "latency": {"measure": "HAT: 30-token source + 30 decoder steps", "threads": 1, "runs": args.runs,
                         "rounds": args.latency_rounds, "engine": "ai-edge-litert", "reference": ref["name"],
-                        "latency_ms": "median over rounds of each round's p50", "latency_best_ms": "best round"},
+                        "speedup": "median over rounds of the reference's round median / the point's "
+                                   "(tfmobile.deploy.bench.compare); q1/q3 its quartiles"},
             "points": results}
 
 
@@ -200,14 +197,14 @@ def plot(report: dict, path: str) -> None:
 
 
 def format_table(report: dict) -> str:
-    lines = ["| point | sparsity | params | .tflite MiB | BLEU | vs 0% | latency ms (best round) | encoder ms | "
-             "decode step ms | speedup (best round) | Mult-Adds speedup |",
+    lines = ["| point | sparsity | params | .tflite MiB | BLEU | vs 0% | latency ms | encoder ms | "
+             "decode step ms | speedup (quartiles over rounds) | Mult-Adds speedup |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         lines.append(f"| {p['name']} | {p['sparsity']:.1%} | {p['params'] / 1e6:.2f}M | "
                      f"{p['tflite_bytes'] / 2**20:.1f} | {p['bleu']:.2f} | {p['bleu_change']:+.2f} | "
-                     f"{p['latency_ms']:.1f} ({p['latency_best_ms']:.1f}) | {p['encoder_ms']:.2f} | "
-                     f"{p['decode_step_ms']:.2f} | {p['speedup']:.2f}x ({p['speedup_best']:.2f}x) | "
+                     f"{p['latency_ms']:.1f} | {p['encoder_ms']:.2f} | {p['decode_step_ms']:.2f} | "
+                     f"{p['speedup']:.2f}x ({p['speedup_q1']:.2f}-{p['speedup_q3']:.2f}) | "
                      f"{p['mult_adds_speedup']:.2f}x |")
     return "\n".join(lines)
 
@@ -234,8 +231,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-source-len", type=int, default=64)
     ap.add_argument("--max-target-len", type=int, default=64)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N test sentences")
-    ap.add_argument("--runs", type=int, default=30, help="timed bench runs per model and round")
-    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5, help="timed HAT runs per model and round")
+    ap.add_argument("--latency-rounds", type=int, default=40, help="rounds over all models (order rotated)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--work-dir", default=os.path.join("runs", "tprune_sweep"))
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))

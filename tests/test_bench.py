@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tfmobile import cli
-from tfmobile.deploy.bench import BENCH_SCHEMA, BenchError, bench, resolve_delegate, summarize
+from tfmobile.deploy.bench import BENCH_SCHEMA, BenchError, bench, compare, resolve_delegate, summarize
 from tfmobile.deploy.runtime import ModelError, TranslatorRunner
 from tfmobile.deploy.delegates import SETTINGS_SCHEMA
 from tfmobile.errors import ConfigError
@@ -227,3 +227,25 @@ def test_cli_errors_are_one_line(exports, capsys, argv, needle):
 def test_cli_rejects_a_model_without_decode_step(exports, capsys):
     rc, _, err = run_cli(capsys, "bench", exports["encode_only"])
     assert rc == 2 and err.startswith("tfmobile: error: ") and "decode_step" in err
+
+
+def test_compare_times_models_side_by_side(exports):
+    models = {"a": exports["full"], "b": exports["no_translate"]}
+    result = compare(models, reference="a", source_len=5, decode_steps=4, rounds=3, runs=2, warmup=1,
+                     progress=False)
+    assert set(result) == {"a", "b"}
+    assert result["a"]["speedup"] == result["a"]["speedup_q1"] == result["a"]["speedup_q3"] == 1.0  # its own ratio
+    for r in result.values():
+        assert r["rounds"] == 3 and r["speedup_q1"] <= r["speedup"] <= r["speedup_q3"]
+        assert r["hat_ms"] > r["encoder_ms"] > 0 and r["decode_step_ms"] > 0
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(reference="c"), "the reference 'c' is not one of the models"),
+    (dict(reference="a", rounds=0), "rounds must be a positive integer"),
+    (dict(reference="a", decode_steps=T + 1), "fixed target length T=6"),
+])
+def test_compare_bad_settings(exports, kwargs, needle):
+    with pytest.raises(BenchError, match=needle):
+        compare({"a": exports["full"]}, **{"source_len": 5, "decode_steps": 4, "warmup": 0, "progress": False,
+                                          **kwargs})

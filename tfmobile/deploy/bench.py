@@ -187,6 +187,54 @@ def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_ste
     }
 
 
+def compare(models: dict, reference: str, source_len: int = 30, decode_steps: int = 30, rounds: int = 30,
+            runs: int = 5, warmup: int = 5, num_threads: int = 1, progress: bool = True) -> dict:
+    """HAT's measure for several exported translators side by side, for speedups that a shared host's drift
+    cannot fake: every model is loaded once, then `rounds` rounds each run every model `runs` times (the
+    order rotated each round), and a model's speedup is the median over rounds of the reference's round
+    median divided by its own, so what slows one round slows both sides of its ratio.
+
+    models: {name: model path}. Returns {name: {hat_ms (median of the round medians), encoder_ms and
+    decode_step_ms (medians over all runs), speedup, speedup_q1, speedup_q3 (its quartiles over rounds),
+    rounds}}. XNNPACK on `num_threads` threads, as `bench` by default.
+    """
+    from tqdm import tqdm
+
+    if reference not in models:
+        raise BenchError(f"the reference {reference!r} is not one of the models ({', '.join(models)})")
+    for key, value in {"rounds": rounds, "runs": runs}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BenchError(f"{key} must be a positive integer, got {value!r}")
+    runners, sources = {}, {}
+    for name, path in models.items():
+        runner = TranslatorRunner(path, num_threads=num_threads)
+        max_target_len = runner.max_target_len or (_model_meta(Path(path)) or {}).get("max_target_len")
+        _check_measure(source_len, decode_steps, warmup, runs, 0.0, runner, max_target_len)
+        runners[name], sources[name] = runner, runner.source_ids(source_len)
+        for _ in range(warmup):
+            runner.run_hat(sources[name], decode_steps)
+    names = list(models)
+    samples = {n: {"hat": [], "encoder": [], "decode_step": []} for n in names}
+    for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not progress, leave=False):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            round_hat = []
+            for _ in range(runs):
+                run = runners[name].run_hat(sources[name], decode_steps)
+                round_hat.append(run.total_ns)
+                samples[name]["encoder"].append(run.encode_ns)
+                samples[name]["decode_step"].append(sum(run.step_ns) / decode_steps)
+            samples[name]["hat"].append(float(np.median(round_hat)))
+    out = {}
+    ref = np.asarray(samples[reference]["hat"])
+    for name in names:
+        ratios = ref / np.asarray(samples[name]["hat"])
+        out[name] = {f"{k}_ms": round(float(np.median(v)) / 1e6, 4) for k, v in samples[name].items()}
+        out[name].update({"speedup": round(float(np.median(ratios)), 4),
+                          "speedup_q1": round(float(np.percentile(ratios, 25)), 4),
+                          "speedup_q3": round(float(np.percentile(ratios, 75)), 4), "rounds": rounds})
+    return out
+
+
 def format_table(result: dict) -> str:
     """A short human summary: what was measured, then p50 / p90 / mean per measure."""
     d, s = result["delegate"], result["settings"]
@@ -201,5 +249,5 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BENCH_SCHEMA", "BenchError", "SCHEMA_ID", "bench", "format_table",
+__all__ = ["BENCH_SCHEMA", "BenchError", "SCHEMA_ID", "bench", "compare", "format_table",
            "resolve_delegate", "summarize"]
