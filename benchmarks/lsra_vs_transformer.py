@@ -281,10 +281,10 @@ def plot(report: dict, path: str) -> None:
             continue
         xs, ys, names = zip(*points)
         ax.plot(xs, ys, label=FAMILY_LABELS[kind], markersize=7, linewidth=1.6, **styles[kind])
-        for x, y, name in points:  # Transformer labels below-left, Lite labels above-right: no overlap in a pair
+        for x, y, name in points:  # Transformer labels below, Lite labels above: no overlap in a pair
             below = kind == "transformer"
             ax.annotate(f"{name}\n{y:.2f} BLEU", (x, y), textcoords="offset points",
-                        xytext=(-8, -22) if below else (8, 6), ha="right" if below else "left", fontsize=7,
+                        xytext=(8, -22) if below else (8, 6), ha="left", fontsize=7,
                         color=styles[kind]["color"],
                         bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     for budget, diff in report["differences"].items():
