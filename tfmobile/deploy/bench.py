@@ -188,11 +188,13 @@ def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_ste
 
 
 def compare(models: dict, reference: str, source_len: int = 30, decode_steps: int = 30, rounds: int = 30,
-            runs: int = 5, warmup: int = 5, num_threads: int = 1, progress: bool = True) -> dict:
+            runs: int = 5, warmup: int = 2, num_threads: int = 1, progress: bool = True) -> dict:
     """HAT's measure for several exported translators side by side, for speedups that a shared host's drift
-    cannot fake: every model is loaded once, then `rounds` rounds each run every model `runs` times (the
+    cannot fake: `rounds` rounds each load every model afresh, warm it up and time it `runs` times (the
     order rotated each round), and a model's speedup is the median over rounds of the reference's round
-    median divided by its own, so what slows one round slows both sides of its ratio.
+    median divided by its own, so what slows one round slows both sides of its ratio. Loading afresh
+    matters: where an interpreter's buffers land in memory moves its speed by 5-10% on our host (one
+    file loaded twice timed 1.06x apart), which a once-loaded model would carry into every round.
 
     models: {name: model path}. Returns {name: {hat_ms (median of the round medians), encoder_ms and
     decode_step_ms (medians over all runs), speedup, speedup_q1, speedup_q3 (its quartiles over rounds),
@@ -205,21 +207,22 @@ def compare(models: dict, reference: str, source_len: int = 30, decode_steps: in
     for key, value in {"rounds": rounds, "runs": runs}.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BenchError(f"{key} must be a positive integer, got {value!r}")
-    runners, sources = {}, {}
-    for name, path in models.items():
+    for path in models.values():  # check every model before timing any
         runner = TranslatorRunner(path, num_threads=num_threads)
         max_target_len = runner.max_target_len or (_model_meta(Path(path)) or {}).get("max_target_len")
         _check_measure(source_len, decode_steps, warmup, runs, 0.0, runner, max_target_len)
-        runners[name], sources[name] = runner, runner.source_ids(source_len)
-        for _ in range(warmup):
-            runner.run_hat(sources[name], decode_steps)
+        del runner
     names = list(models)
     samples = {n: {"hat": [], "encoder": [], "decode_step": []} for n in names}
     for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not progress, leave=False):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            runner = TranslatorRunner(models[name], num_threads=num_threads)
+            source = runner.source_ids(source_len)
+            for _ in range(warmup):
+                runner.run_hat(source, decode_steps)
             round_hat = []
             for _ in range(runs):
-                run = runners[name].run_hat(sources[name], decode_steps)
+                run = runner.run_hat(source, decode_steps)
                 round_hat.append(run.total_ns)
                 samples[name]["encoder"].append(run.encode_ns)
                 samples[name]["decode_step"].append(sum(run.step_ns) / decode_steps)
