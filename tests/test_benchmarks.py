@@ -55,3 +55,18 @@ def test_sweep_needs_the_reference_point(sweep, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tprune_sweep: error:") and "tprune-00" in err[0]
     assert not (tmp_path / "results" / "tprune_sweep.json").exists()
+
+
+def test_sweep_table_and_plot_from_a_report(sweep, tmp_path):
+    def point(name, method, strategy, sparsity, bleu, speedup):
+        return {"name": name, "method": method, "strategy": strategy, "sparsity": sparsity, "params": 1e6,
+                "tflite_bytes": 2**20, "bleu": bleu, "bleu_change": bleu - 30.0, "latency_ms": 40 / speedup,
+                "encoder_ms": 4.0, "decode_step_ms": 1.2, "speedup": speedup, "speedup_q1": speedup - 0.05,
+                "speedup_q3": speedup + 0.05, "mult_adds_speedup": 1.0 + sparsity}
+    report = {"recipe": {"strategies": ["tprune", "all"]}, "latency": {"reference": "tprune-00"}, "points": [
+        point("tprune-00", "tprune", "tprune", 0.0, 30.0, 1.0), point("tprune-45", "tprune", "tprune", 0.45, 21.0, 1.4),
+        point("tprune_all-00", "tprune", "all", 0.0, 29.8, 0.98), point("headwise-20", "headwise", None, 0.2, 29.0, 1.3)]}
+    table = sweep.format_table(report)
+    assert "| tprune-45 | 45.0% |" in table and "1.40x (1.35-1.45)" in table
+    sweep.plot(report, str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
