@@ -207,16 +207,19 @@ def compare(models: dict, reference: str, source_len: int = 30, decode_steps: in
     for key, value in {"rounds": rounds, "runs": runs}.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BenchError(f"{key} must be a positive integer, got {value!r}")
-    for path in models.values():  # check every model before timing any
-        runner = TranslatorRunner(path, num_threads=num_threads)
-        max_target_len = runner.max_target_len or (_model_meta(Path(path)) or {}).get("max_target_len")
-        _check_measure(source_len, decode_steps, warmup, runs, 0.0, runner, max_target_len)
+    bos = {}
+    for name, path in models.items():  # check every model before timing any
+        meta = _model_meta(Path(path)) if Path(path).is_file() else None
+        bos[name] = (meta or {}).get("special_ids", {}).get("bos", DEFAULT_BOS)
+        runner = TranslatorRunner(path, num_threads=num_threads, bos_id=bos[name])
+        _check_measure(source_len, decode_steps, warmup, runs, 0.0, runner,
+                       runner.max_target_len or (meta or {}).get("max_target_len"))
         del runner
     names = list(models)
     samples = {n: {"hat": [], "encoder": [], "decode_step": []} for n in names}
     for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not progress, leave=False):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            runner = TranslatorRunner(models[name], num_threads=num_threads)
+            runner = TranslatorRunner(models[name], num_threads=num_threads, bos_id=bos[name])
             source = runner.source_ids(source_len)
             for _ in range(warmup):
                 runner.run_hat(source, decode_steps)
