@@ -190,9 +190,8 @@ def select_lines(groups: list[LineGroup], sparsity: float, total_weights: int, a
     units = []
     for gi, g in enumerate(groups):
         scores = g.norms() / math.sqrt(g.line_cost)
-        units.append([removed for _, removed in _units(g, scores)])
-        for u, (score, removed) in enumerate(_units(g, scores)):
-            candidates.append((score, gi, u, removed))
+        units.append(list(_units(g, scores)))
+        candidates += [(score, gi, u, removed) for u, (score, removed) in enumerate(units[-1])]
     # A unit is taken only after the earlier units of its group: scores within a group never decrease.
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     target = sparsity * total_weights
@@ -211,7 +210,7 @@ def select_lines(groups: list[LineGroup], sparsity: float, total_weights: int, a
             kept = g.num_lines - len(done[gi])
             kept = min(g.num_lines, max(step, int(round(kept / step)) * step))
             u = (g.num_lines - kept) // g.heads
-            done[gi] = units[gi][u - 1] if u > 0 else []
+            done[gi] = units[gi][u - 1][1] if u > 0 else []
     return {g.key: np.setdiff1d(np.arange(g.num_lines), done[gi]) for gi, g in enumerate(groups)}
 
 

@@ -133,6 +133,17 @@ def _check_measure(source_len, decode_steps, warmup, runs, trim, runner: Transla
                          "bench fewer steps or export with a larger max_target_len")
 
 
+def _open_runner(model_path, threads: int, use_xnnpack: bool, source_len, decode_steps, warmup, runs, trim):
+    """A TranslatorRunner starting from the model's own BOS id, after checking the measure fits the model."""
+    path = Path(model_path)
+    meta = _model_meta(path) if path.is_file() else None
+    bos = (meta or {}).get("special_ids", {}).get("bos", DEFAULT_BOS)
+    runner = TranslatorRunner(path, num_threads=threads, use_xnnpack=use_xnnpack, bos_id=bos)
+    max_target_len = runner.max_target_len or (meta or {}).get("max_target_len")
+    _check_measure(source_len, decode_steps, warmup, runs, trim, runner, max_target_len)
+    return runner, meta, max_target_len
+
+
 def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_steps=30, warmup=5, runs=50, trim=0.1,
           progress=True) -> dict:
     """Benchmark an exported translator with HAT's measure; the result follows `export/bench_result.schema.json`.
@@ -144,11 +155,8 @@ def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_ste
 
     name, settings, threads = resolve_delegate(delegate, num_threads)
     path = Path(model_path)
-    meta = _model_meta(path) if path.is_file() else None
-    bos = (meta or {}).get("special_ids", {}).get("bos", DEFAULT_BOS)
-    runner = TranslatorRunner(path, num_threads=threads, use_xnnpack=settings["delegate"] == "XNNPACK", bos_id=bos)
-    max_target_len = runner.max_target_len or (meta or {}).get("max_target_len")
-    _check_measure(source_len, decode_steps, warmup, runs, trim, runner, max_target_len)
+    runner, meta, max_target_len = _open_runner(path, threads, settings["delegate"] == "XNNPACK", source_len,
+                                                decode_steps, warmup, runs, trim)
     source = runner.source_ids(source_len)
 
     encoder, steps, hat = [], [], []
@@ -207,19 +215,16 @@ def compare(models: dict, reference: str, source_len: int = 30, decode_steps: in
     for key, value in {"rounds": rounds, "runs": runs}.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BenchError(f"{key} must be a positive integer, got {value!r}")
-    bos = {}
-    for name, path in models.items():  # check every model before timing any
-        meta = _model_meta(Path(path)) if Path(path).is_file() else None
-        bos[name] = (meta or {}).get("special_ids", {}).get("bos", DEFAULT_BOS)
-        runner = TranslatorRunner(path, num_threads=num_threads, bos_id=bos[name])
-        _check_measure(source_len, decode_steps, warmup, runs, 0.0, runner,
-                       runner.max_target_len or (meta or {}).get("max_target_len"))
-        del runner
+    def open_runner(path):
+        return _open_runner(path, num_threads, True, source_len, decode_steps, warmup, runs, 0.0)[0]
+
+    for path in models.values():  # check every model before timing any
+        open_runner(path)
     names = list(models)
     samples = {n: {"hat": [], "encoder": [], "decode_step": []} for n in names}
     for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not progress, leave=False):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            runner = TranslatorRunner(models[name], num_threads=num_threads, bos_id=bos[name])
+            runner = open_runner(models[name])
             source = runner.source_ids(source_len)
             for _ in range(warmup):
                 runner.run_hat(source, decode_steps)
