@@ -354,13 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="latency of an exported translator on this host, measured as in HAT")
     p.add_argument("model", help="an exported model.tflite (signatures encode, decode_step, optionally translate)")
-    p.add_argument("--delegate", help="delegate config name (see export/delegates) or path; default XNNPACK, 1 thread")
+    p.add_argument("--delegate", help="delegate config name (see tfmobile/resources/delegates) or path; default XNNPACK, 1 thread")
     p.add_argument("--threads", type=int, help="CPU threads, overriding the delegate config (-1: the runtime chooses)")
     p.add_argument("--source-len", type=int, default=30, help="source tokens (HAT: 30; 23 for IWSLT)")
     p.add_argument("--steps", type=int, default=30, help="decoder steps per run")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50, help="timed runs; the fastest and slowest 10%% are dropped")
-    p.add_argument("--json", metavar="OUT", help="also write the full result (export/bench_result.schema.json)")
+    p.add_argument("--json", metavar="OUT", help="also write the full result (tfmobile/resources/bench_result.schema.json)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -18,7 +18,7 @@ The decoder is fed its own greedy choice, so the loop does what a phone does, bu
 Threads and the CPU path come from a delegate config (`tfmobile.deploy.delegates`): XNNPACK is the
 runtime's default CPU delegate, NONE runs the builtin kernels only. The host Python runtime has no GPU
 delegate, so GPU configs are refused: run them on the phone with the Android app, which writes the
-same result schema (`export/bench_result.schema.json`).
+same result schema (`tfmobile/resources/bench_result.schema.json`).
 
 Example:
     >>> result = bench("exports/lite/model.tflite", delegate="pixel8-cpu1", runs=50)
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmobile.deploy.delegates import EXPORT_DIR, delegate_config_path, load_delegate_config, read_json
+from tfmobile.deploy.delegates import delegate_config_path, load_delegate_config, read_json
 from tfmobile.deploy.runtime import DEFAULT_BOS, TranslatorRunner
 from tfmobile.errors import TfmobileError
+from tfmobile.resources import BENCH_SCHEMA
 
 SCHEMA_ID = "tfmobile-bench/1"
-BENCH_SCHEMA = EXPORT_DIR / "bench_result.schema.json"
 # the papers' single-thread number: comparable across machines and steady on a shared host
 DEFAULT_SETTINGS = {"delegate": "XNNPACK", "xnnpack_settings": {"num_threads": 1}, "cpu_settings": {"num_threads": 1}}
 
@@ -146,7 +146,7 @@ def _open_runner(model_path, threads: int, use_xnnpack: bool, source_len, decode
 
 def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_steps=30, warmup=5, runs=50, trim=0.1,
           progress=True) -> dict:
-    """Benchmark an exported translator with HAT's measure; the result follows `export/bench_result.schema.json`.
+    """Benchmark an exported translator with HAT's measure; the result follows `tfmobile/resources/bench_result.schema.json`.
 
     `delegate`: a config name (`pixel8-cpu4`) or path, or None for XNNPACK on 1 thread; `num_threads`
     overrides the config's threads.

@@ -1,7 +1,6 @@
 """Delegate configs: how a phone should run an exported model, as LiteRT `TFLiteSettings` JSON files.
 
-The files live in the repository's `export/delegates/` (found from this package's editable install, as
-`configs/` is for presets). Each is one `tflite.proto.TFLiteSettings` message in protobuf JSON form, so the
+The files live in `tfmobile/resources/delegates/` and travel with the package. Each is one `tflite.proto.TFLiteSettings` message in protobuf JSON form, so the
 Android app can parse it with protobuf and `tfmobile bench` reads the same file on the host; nothing else is
 allowed in it. `devices.json` indexes the files by device with the hardware facts. Every config is
 validated against `tflite_settings.schema.json`, so a typo fails here with one line instead of being
@@ -21,9 +20,8 @@ from pathlib import Path
 import jsonschema
 
 from tfmobile.errors import ConfigError
+from tfmobile.resources import DELEGATES_DIR
 
-EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
-DELEGATES_DIR = EXPORT_DIR / "delegates"
 SETTINGS_SCHEMA = DELEGATES_DIR / "tflite_settings.schema.json"
 DEVICES_INDEX = DELEGATES_DIR / "devices.json"
 
@@ -81,5 +79,5 @@ def load_delegate_config(path_or_name: str) -> dict:
     return config
 
 
-__all__ = ["DELEGATES_DIR", "DEVICES_INDEX", "EXPORT_DIR", "SETTINGS_SCHEMA", "delegate_config_path",
+__all__ = ["DELEGATES_DIR", "DEVICES_INDEX", "SETTINGS_SCHEMA", "delegate_config_path",
            "list_delegate_configs", "load_delegate_config", "read_json", "validate"]

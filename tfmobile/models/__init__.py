@@ -1,4 +1,4 @@
-"""Config dataclasses (YAML), presets in configs/, and the Functional Transformer builder.
+"""Config dataclasses (YAML), presets in tfmobile/resources/presets/, and the Functional Transformer builder.
 
 `build_transformer` is imported lazily: reading a config or a preset must not import TensorFlow.
 """

@@ -173,7 +173,7 @@ class TrainConfig:
 
 @dataclass
 class ExperimentConfig:
-    """A preset: model + data + training. Every YAML in configs/ is one of these."""
+    """A preset: model + data + training. Every YAML in tfmobile/resources/presets/ is one of these."""
 
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -312,7 +312,7 @@ def load_yaml(path: str) -> dict:
 
 
 def load_config(name_or_path: str) -> ExperimentConfig:
-    """A preset name (see `configs/`) or a path to a YAML file."""
+    """A preset name (see `tfmobile presets`) or a path to a YAML file."""
     from tfmobile.models.presets import preset_path
 
     if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):

@@ -1,13 +1,11 @@
-"""Presets are the YAML files in the repository's `configs/` folder, addressed by file stem."""
+"""Presets are the YAML files in `tfmobile/resources/presets/`, addressed by file stem."""
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 from tfmobile.errors import ConfigError
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from tfmobile.resources import PRESETS_DIR as CONFIG_DIR
 
 
 def preset_names() -> list[str]:
