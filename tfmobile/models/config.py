@@ -165,9 +165,10 @@ class TrainConfig:
     # XLA measured slower than graph mode for our models on a 2-core CPU (benchmarks/train_step_speed.py)
     jit_compile: bool = False
     strategy: str = "default"  # default | mirrored | multi-worker
-    # Keras mixed-precision policy for training: "float32", or "mixed_bfloat16" (2x faster matmuls on CPUs
-    # with AVX512_BF16 and on GPUs/TPUs; weights stay float32, decoding and export run in float32)
-    precision: str = "float32"
+    # Keras mixed-precision policy for training: "auto" (mixed_bfloat16 where the CPU or GPU computes in
+    # bfloat16, else float32: tfmobile.training.precision), "float32", "mixed_bfloat16" or "mixed_float16";
+    # weights stay float32, decoding and export run in float32
+    precision: str = "auto"
     time_budget_minutes: float | None = None  # stop after the epoch that crosses the budget
 
 

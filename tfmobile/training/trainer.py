@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from tfmobile.data.pipeline import token_batches, tokenized_pairs
 from tfmobile.errors import ConfigError
 from tfmobile.models.config import ExperimentConfig, experiment_from_dict, load_yaml
 from tfmobile.models.transformer import build_transformer
+from tfmobile.training.precision import resolve_precision
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, MaskedAccuracy
 from tfmobile.training.schedules import InverseSqrtSchedule
 from tfmobile.utils import atomic_write_text
@@ -248,10 +250,10 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
                              t.max_tokens, max_len)
 
-    if t.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-        raise ConfigError(f"train.precision must be float32, mixed_bfloat16 or mixed_float16, not {t.precision!r}")
+    policy, why = resolve_precision(t.precision)
+    print(f"precision: {policy} ({why})", file=sys.stderr, flush=True)
     strategy = make_strategy(t.strategy)
-    keras.mixed_precision.set_global_policy(t.precision)
+    keras.mixed_precision.set_global_policy(policy)
     try:
         return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights, transform,
                     finalize, list(callbacks))
