@@ -3,7 +3,8 @@
 import pytest
 
 from tfmobile.errors import ConfigError
-from tfmobile.training.precision import cpu_flags, resolve_precision
+from tfmobile.hardware import cpu_flags, cpu_name
+from tfmobile.training.precision import resolve_precision
 
 
 def test_auto_picks_bfloat16_on_a_cpu_with_avx512_bf16_or_amx():
@@ -32,3 +33,10 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
     assert cpu_flags(str(info)) == {"fpu", "avx2", "avx512_bf16"}
     assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_cpu_name_reads_the_model_name(tmp_path, monkeypatch):
+    monkeypatch.setattr("platform.processor", lambda: "")
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n")
+    assert cpu_name(str(info)) == "AMD EPYC 9R14"

@@ -43,6 +43,7 @@ import numpy as np
 from tfmobile.deploy.delegates import delegate_config_path, load_delegate_config, read_json
 from tfmobile.deploy.runtime import DEFAULT_BOS, TranslatorRunner
 from tfmobile.errors import TfmobileError
+from tfmobile.hardware import cpu_name
 from tfmobile.resources import BENCH_SCHEMA
 
 SCHEMA_ID = "tfmobile-bench/1"
@@ -100,15 +101,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _processor() -> str:
-    """The CPU model: platform.processor() is empty on most Linux hosts, /proc/cpuinfo names it."""
-    name = platform.processor()
-    if not name and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return name or platform.machine()
 
 
 def _model_meta(model_path: Path) -> dict | None:
@@ -186,7 +178,7 @@ def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_ste
                   "quantization": (meta or {}).get("quantization"),
                   "max_source_len": runner.max_source_len, "max_target_len": max_target_len},
         "runtime": {"name": "ai_edge_litert", "version": importlib.metadata.version("ai-edge-litert")},
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count() or 1, "processor": _processor()},
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count() or 1, "processor": cpu_name()},
         "delegate": {"name": name, "settings": settings},
         "threads": threads,
         "settings": {"source_len": source_len, "decode_steps": decode_steps, "warmup": warmup, "runs": runs,

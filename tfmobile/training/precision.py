@@ -11,21 +11,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfmobile.errors import ConfigError
+from tfmobile.hardware import cpu_flags
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The instruction-set flags the kernel reports for this CPU (empty where /proc/cpuinfo is absent)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _gpu_compute_capabilities() -> list[tuple[int, int]]:
@@ -56,4 +45,4 @@ def resolve_precision(name: str, flags: set[str] | None = None, gpus: list[tuple
     return "float32", "auto: this CPU has no bfloat16 instructions (avx512_bf16 / amx_bf16)"
 
 
-__all__ = ["BF16_CPU_FLAGS", "PRECISIONS", "cpu_flags", "resolve_precision"]
+__all__ = ["BF16_CPU_FLAGS", "PRECISIONS", "resolve_precision"]
