@@ -13,7 +13,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfmobile.errors import TfmobileError  # noqa: E402
+from tfmobile.errors import InputError, TfmobileError  # noqa: E402
+from tfmobile.models.config import STRATEGIES, TrainConfig, field_rule, rule_problem  # noqa: E402
 
 
 def _import_tensorflow_quietly():
@@ -39,7 +40,7 @@ NO_TENSORFLOW = {"profile", "presets"}
 
 
 def _add_data_dir(p):
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", default=None, type=_directory,
                    help="where prepared corpora are cached (default: $TFMOBILE_DATA_DIR or ~/.cache/tfmobile/data)")
 
 
@@ -80,13 +81,22 @@ def cmd_train(args):
 
 
 def _read_stdin_lines():
-    return [line.rstrip("\n") for line in sys.stdin]
+    """stdin's lines, decoded strictly: a line that is not UTF-8 is named, not translated as mojibake."""
+    lines = []
+    for number, raw in enumerate(getattr(sys.stdin, "buffer", sys.stdin), 1):  # a text stream: already decoded
+        try:
+            lines.append((raw if isinstance(raw, str) else raw.decode("utf-8")).rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin line {number} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                             f"{e.start + 1})") from None
+    return lines
 
 
 def cmd_translate(args):
     from tfmobile.decoding import Translator
     from tfmobile.decoding.evaluate import is_export
 
+    lines = _read_stdin_lines()  # first: bad input is refused before a model loads
     if is_export(args.model_dir):
         from tfmobile.deploy.runtime import LiteTranslator
 
@@ -94,7 +104,6 @@ def cmd_translate(args):
     else:
         translator = Translator.from_run(args.model_dir, beam_size=args.beam, length_penalty=args.length_penalty)
         kwargs = {"batch_size": args.batch_size}
-    lines = _read_stdin_lines()
     keep = [i for i, l in enumerate(lines) if l.strip()]
     outputs = translator.translate([lines[i] for i in keep], **kwargs)
     result = [""] * len(lines)
@@ -216,11 +225,73 @@ def cmd_bssl(args):
     print(json.dumps({"plot": result["plot"], "sparsity": result["sparsity"]}))
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other tfmobile error (argparse would print the usage block too)."""
+
+    def error(self, message):
+        self.exit(2, f"tfmobile: error: {message}\n")
+
+
+def _typed(kind, **rule):
+    """The argparse type of a flag: its text as a `kind` that keeps `rule`, the rules config fields declare
+    (`tfmobile.models.config.ranged`). E.g. `--beam 0`: "argument --beam: must be a positive integer (got 0)"."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = text
+        problem = rule_problem(value, kind, rule)
+        if problem:
+            raise argparse.ArgumentTypeError(f"must be {problem} (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def _like(cls, name: str):
+    """The type of a flag that overrides the config field `cls.name`: that field's type and rule."""
+    kind, rule = field_rule(cls, name)
+    return _typed(kind, **rule)
+
+
+_COUNT = _typed(int, min=1)
+_NON_NEGATIVE = _typed(int, min=0)
+_FRACTION = _typed(float, min=0.0, below=1.0)  # a sparsity: the fraction of weights that become zero
+_LEARNING_RATE = _like(TrainConfig, "learning_rate")
+
+
+def _threads_or_auto(text: str) -> int:
+    """bench --threads: a positive count, or -1 (the runtime chooses)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value != -1 and value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or -1 (got {text})")
+    return value
+
+
+def _directory(text: str) -> str:
+    """A directory a verb writes into: an existing file there is refused before any work starts."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
+
+
+def _file(text: str) -> str:
+    """A file a verb writes: an existing directory there is refused before any work starts."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    return text
+
+
 def _add_finetune_args(p, what: str):
     p.add_argument("run_dir", help="a trained run directory (`tfmobile train`)")
-    p.add_argument("--out", required=True, help=f"the new run directory, {what} (`tfmobile export/evaluate` take it)")
-    p.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
-    p.add_argument("--learning-rate", type=float,
+    p.add_argument("--out", required=True, type=_directory,
+                   help=f"the new run directory, {what} (`tfmobile export/evaluate` take it)")
+    p.add_argument("--steps", type=_COUNT, default=200, help="fine-tuning steps (default 200)")
+    p.add_argument("--learning-rate", type=_LEARNING_RATE,
                    help="peak fine-tuning learning rate, warm-up over a tenth of the steps "
                         "(default: where the run's schedule ended)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tune in --out")
@@ -229,7 +300,7 @@ def _add_finetune_args(p, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfmobile", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tfmobile", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
 
     data = sub.add_parser("data", help="prepare corpora").add_subparsers(dest="data_verb", required=True)
@@ -242,14 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a config with model.fit")
     p.add_argument("config", help="preset name (see `tfmobile presets`) or YAML path")
-    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--out", type=_directory, help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--max-tokens", type=int)
-    p.add_argument("--time-budget", type=float, help="stop after this many minutes of training")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"])
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=_like(TrainConfig, "epochs"))
+    p.add_argument("--steps-per-epoch", type=_like(TrainConfig, "steps_per_epoch"))
+    p.add_argument("--max-tokens", type=_like(TrainConfig, "max_tokens"))
+    p.add_argument("--time-budget", type=_like(TrainConfig, "time_budget_minutes"),
+                   help="stop after this many minutes of training")
+    p.add_argument("--strategy", choices=STRATEGIES)
+    p.add_argument("--seed", type=_like(TrainConfig, "seed"))
     p.add_argument("--corpus", help="override data.corpus")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the training step (default from the config: off, it measured slower here)")
@@ -259,38 +331,41 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, helptext in (("translate", "translate stdin to stdout"), ("evaluate", "sacreBLEU on a split")):
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("model_dir", help="a run directory, or an export directory / its model.tflite (greedy)")
-        p.add_argument("--beam", type=int, default=4, help="beam size (1 = greedy)")
-        p.add_argument("--length-penalty", type=float, default=1.0)
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--threads", type=int, default=1, help="CPU threads for an exported model (default 1)")
+        p.add_argument("--beam", type=_COUNT, default=4, help="beam size (1 = greedy)")
+        p.add_argument("--length-penalty", type=_typed(float, min=0.0), default=1.0)
+        p.add_argument("--batch-size", type=_COUNT, default=32)
+        p.add_argument("--threads", type=_COUNT, default=1, help="CPU threads for an exported model (default 1)")
         if verb == "evaluate":
             p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-            p.add_argument("--limit", type=int, help="only the first N sentences")
+            p.add_argument("--limit", type=_COUNT, help="only the first N sentences")
             p.add_argument("--json", action="store_true")
             _add_data_dir(p)
         p.set_defaults(func=cmd_translate if verb == "translate" else cmd_evaluate)
 
     p = sub.add_parser("export", help="a trained run -> LiteRT model with on-device decoding (+ tokenizer, metadata)")
     p.add_argument("model_dir", help="a run directory (`tfmobile train`)")
-    p.add_argument("--out", required=True, help="export directory (model.tflite, model_meta.json, spm.model)")
+    p.add_argument("--out", required=True, type=_directory,
+                   help="export directory (model.tflite, model_meta.json, spm.model)")
     p.add_argument("--quantize", default="none", choices=["none", "float16", "dynamic", "int8"],
                    help="none (float32), float16 weights, dynamic-range int8, or int8 calibrated on the corpus")
-    p.add_argument("--max-source-len", type=int, help="fixed source length incl. EOS (default: the run's data.max_len)")
-    p.add_argument("--max-target-len", type=int, help="fixed target length (default: the run's data.max_len)")
-    p.add_argument("--calibration-sentences", type=int, default=100, help="int8: training sentences to calibrate on")
+    p.add_argument("--max-source-len", type=_COUNT,
+                   help="fixed source length incl. EOS (default: the run's data.max_len)")
+    p.add_argument("--max-target-len", type=_COUNT, help="fixed target length (default: the run's data.max_len)")
+    p.add_argument("--calibration-sentences", type=_COUNT, default=100,
+                   help="int8: training sentences to calibrate on")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prune", help="fine-tune a run with TF-MOT magnitude pruning into a new (stripped) run")
     _add_finetune_args(p, "saved stripped of the pruning wrappers")
-    p.add_argument("--sparsity", type=float, help="target fraction of zeros in each pruned kernel, e.g. 0.5")
+    p.add_argument("--sparsity", type=_FRACTION, help="target fraction of zeros in each pruned kernel, e.g. 0.5")
     p.add_argument("--schedule", default="constant", choices=["constant", "polynomial"],
                    help="constant sparsity, or polynomial decay from --initial-sparsity to --sparsity")
-    p.add_argument("--initial-sparsity", type=float, default=0.0, help="polynomial: sparsity at --begin-step")
-    p.add_argument("--begin-step", type=int, default=1, help="first step that prunes (default 1)")
-    p.add_argument("--end-step", type=int, help="polynomial: step that reaches --sparsity (default 3/4 of --steps)")
-    p.add_argument("--frequency", type=int, help="recompute the masks every N steps (default --steps/20)")
+    p.add_argument("--initial-sparsity", type=_FRACTION, default=0.0, help="polynomial: sparsity at --begin-step")
+    p.add_argument("--begin-step", type=_NON_NEGATIVE, default=1, help="first step that prunes (default 1)")
+    p.add_argument("--end-step", type=_COUNT, help="polynomial: step that reaches --sparsity (default 3/4 of --steps)")
+    p.add_argument("--frequency", type=_COUNT, help="recompute the masks every N steps (default --steps/20)")
     p.add_argument("--block", help="zero blocks ROWSxCOLS of each kernel [in, out], e.g. 1x4 (default element-wise)")
     p.add_argument("--m-by-n", help="M zeros in every N consecutive input channels, e.g. 2:4 (implies --sparsity M/N)")
     p.add_argument("--prune-embeddings", action="store_true", help="also prune the embedding matrices")
@@ -303,21 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tprune", help="TPrune: regularize, prune whole rows/columns, shrink to a smaller dense model, "
                                       "fine-tune (or head-wise pruning, the baseline)")
     p.add_argument("run_dir", help="a trained run directory (`tfmobile train`)")
-    p.add_argument("--out", required=True, help="the new run directory (the shrunk model)")
-    p.add_argument("--sparsity", type=float, default=0.2,
+    p.add_argument("--out", required=True, type=_directory, help="the new run directory (the shrunk model)")
+    p.add_argument("--sparsity", type=_FRACTION, default=0.2,
                    help="fraction of the encoder/decoder layers' kernel weights to remove (default 0.2)")
     p.add_argument("--method", default="tprune", choices=["tprune", "headwise"])
     p.add_argument("--regularizer", default="shs", choices=["shs", "ssl", "none"],
                    help="group regularizer before pruning: Structured Hoyer Square, SSL group lasso, or none")
-    p.add_argument("--strength", type=float, default=None, help="regularizer lambda (default: shs 1e-2, ssl 5e-4)")
-    p.add_argument("--reg-steps", type=int, default=400, help="regularized fine-tuning steps (default 400)")
-    p.add_argument("--regularized", default=None,
+    p.add_argument("--strength", type=_typed(float, min=0.0), default=None,
+                   help="regularizer lambda (default: shs 1e-2, ssl 5e-4)")
+    p.add_argument("--reg-steps", type=_COUNT, default=400, help="regularized fine-tuning steps (default 400)")
+    p.add_argument("--regularized", default=None, type=_directory,
                    help="where the regularized run goes, or an existing one to reuse (default OUT/regularized)")
-    p.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning steps after shrinking (default 300)")
-    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--finetune-steps", type=_COUNT, default=300, help="fine-tuning steps after shrinking (default 300)")
+    p.add_argument("--learning-rate", type=_LEARNING_RATE, default=5e-4)
     p.add_argument("--strategy", default="tprune", choices=["tprune", "all"],
                    help="tprune: encoder Q/K, V/O and FFN lines, decoder Q/K only (the paper's); all: every group")
-    p.add_argument("--align", type=int, default=1,
+    p.add_argument("--align", type=_COUNT, default=1,
                    help="round each kept width to a multiple of this (e.g. 8 or 16, for SIMD kernels; default 1)")
     p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2], help="Keras progress output")
     _add_data_dir(p)
@@ -325,19 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bssl", help="BSSL analysis: block-wise group lasso fine-tune and sparsity heatmaps (PNG)")
     p.add_argument("run_dir", help="a trained run directory")
-    p.add_argument("--out", required=True, help="the regularized run directory (heatmaps: OUT/bssl.png)")
-    p.add_argument("--strength", type=float, default=2e-5)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--learning-rate", type=float, default=5e-4)
-    p.add_argument("--plot", default=None, help="PNG path (default OUT/bssl.png)")
+    p.add_argument("--out", required=True, type=_directory,
+                   help="the regularized run directory (heatmaps: OUT/bssl.png)")
+    p.add_argument("--strength", type=_typed(float, min=0.0), default=2e-5)
+    p.add_argument("--steps", type=_COUNT, default=300)
+    p.add_argument("--learning-rate", type=_LEARNING_RATE, default=5e-4)
+    p.add_argument("--plot", default=None, type=_file, help="PNG path (default OUT/bssl.png)")
     p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
     _add_data_dir(p)
     p.set_defaults(func=cmd_bssl)
 
     p = sub.add_parser("profile", help="parameters and Mult-Adds, counted as in the papers")
     p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--src-len", type=int, default=30)
-    p.add_argument("--tgt-len", type=int, default=30)
+    p.add_argument("--src-len", type=_COUNT, default=30)
+    p.add_argument("--tgt-len", type=_COUNT, default=30)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
 
@@ -345,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("quickstart", help="prepare bible-es-en, train `small` on a budget, evaluate, report")
-    p.add_argument("--report-dir", default=os.path.join("reports", "quickstart"))
-    p.add_argument("--run-dir", default=os.path.join("runs", "quickstart"))
-    p.add_argument("--budget-minutes", type=float, default=10.0, help="wall-clock budget for the whole job")
+    p.add_argument("--report-dir", default=os.path.join("reports", "quickstart"), type=_directory)
+    p.add_argument("--run-dir", default=os.path.join("runs", "quickstart"), type=_directory)
+    p.add_argument("--budget-minutes", type=_typed(float, above=0.0), default=10.0,
+                   help="wall-clock budget for the whole job")
     p.add_argument("--config", default="small")
     _add_data_dir(p)
     p.set_defaults(func=cmd_quickstart)
@@ -355,18 +433,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of an exported translator on this host, measured as in HAT")
     p.add_argument("model", help="an exported model.tflite (signatures encode, decode_step, optionally translate)")
     p.add_argument("--delegate", help="delegate config name (see tfmobile/resources/delegates) or path; default XNNPACK, 1 thread")
-    p.add_argument("--threads", type=int, help="CPU threads, overriding the delegate config (-1: the runtime chooses)")
-    p.add_argument("--source-len", type=int, default=30, help="source tokens (HAT: 30; 23 for IWSLT)")
-    p.add_argument("--steps", type=int, default=30, help="decoder steps per run")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--runs", type=int, default=50, help="timed runs; the fastest and slowest 10%% are dropped")
-    p.add_argument("--json", metavar="OUT", help="also write the full result (tfmobile/resources/bench_result.schema.json)")
+    p.add_argument("--threads", type=_threads_or_auto,
+                   help="CPU threads, overriding the delegate config (-1: the runtime chooses)")
+    p.add_argument("--source-len", type=_COUNT, default=30, help="source tokens (HAT: 30; 23 for IWSLT)")
+    p.add_argument("--steps", type=_COUNT, default=30, help="decoder steps per run")
+    p.add_argument("--warmup", type=_NON_NEGATIVE, default=5)
+    p.add_argument("--runs", type=_COUNT, default=50, help="timed runs; the fastest and slowest 10%% are dropped")
+    p.add_argument("--json", metavar="OUT", type=_file,
+                   help="also write the full result (tfmobile/resources/bench_result.schema.json)")
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error, already printed as one line, or --help
+        return e.code
     if args.verb not in NO_TENSORFLOW:
         _import_tensorflow_quietly()
     try:

@@ -13,5 +13,9 @@ class DataError(TfmobileError):
     """A missing corpus package, unreadable or misaligned files, an empty corpus."""
 
 
+class TrainingError(TfmobileError):
+    """Training that cannot go on, e.g. a loss that became NaN (a learning rate too high for the model)."""
+
+
 class InputError(TfmobileError):
     """Bad input at inference time, e.g. a sentence longer than the model allows."""

@@ -143,6 +143,10 @@ def _check_pattern(model, names, block_size, m_by_n):
                 raise ConfigError(f"{name}: {w.name} has {shape[0]} input channels, not a multiple of {m_by_n[1]}: "
                                   f"{m_by_n[0]}:{m_by_n[1]} sparsity cannot apply (choose other widths or another "
                                   "pattern)")
+            if shape[0] % block_size[0] or shape[1] % block_size[1]:  # TF-MOT pads: edge blocks would be partial
+                raise ConfigError(f"{name}: {w.name} is {shape[0]}x{shape[1]}, not a whole number of "
+                                  f"{block_size[0]}x{block_size[1]} blocks: choose a --block that divides every "
+                                  "pruned kernel")
 
 
 def prune_model(model: keras.Model, schedule: sparsity.PruningSchedule | None = None, block_size=(1, 1),

@@ -13,16 +13,30 @@ one entry per layer; `num_layers` sets the depth. Widths left out default to the
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from tfmobile.errors import ConfigError
+from tfmobile.models.presets import preset_path
 
 LAYER_KINDS = ("attention", "lsra")  # lsra: Lite Transformer's Long-Short Range Attention replaces self-attention
 CONV_TYPES = ("lightweight", "dynamic")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+ACTIVATIONS = ("relu", "gelu", "swish", "silu", "tanh")
+
+
+def ranged(default, **rule):
+    """A dataclass field with a rule the loader checks beside its type: `min`/`max` (inclusive),
+    `above`/`below` (exclusive) or `choices`. E.g. `epochs: int = ranged(10, min=1)`."""
+    return field(default=default, metadata=rule)
 
 
 @dataclass(kw_only=True)
@@ -59,21 +73,22 @@ class DecoderLayerConfig(EncoderLayerConfig):
 class ModelConfig:
     """An encoder-decoder Transformer, per layer heterogeneous."""
 
-    encoder_embed_dim: int = 256
-    decoder_embed_dim: int = 256
+    encoder_embed_dim: int = ranged(256, min=1)
+    decoder_embed_dim: int = ranged(256, min=1)
     encoder_layers: list[EncoderLayerConfig] = field(default_factory=list)
     decoder_layers: list[DecoderLayerConfig] = field(default_factory=list)
-    vocab_size: int = 8000
+    vocab_size: int = ranged(8000, min=8)
     share_embeddings: bool = True  # one embedding for source and target (joint vocabulary)
     tie_output: bool = True  # output projection = transposed target embedding
     normalize_before: bool = True  # pre-norm (True) or post-norm (False)
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    weight_dropout: float = 0.0  # DropConnect on lightweight/dynamic convolution kernels (lsra layers)
-    activation: str = "relu"
-    max_source_len: int = 256
-    max_target_len: int = 256
+    dropout: float = ranged(0.1, min=0.0, below=1.0)
+    attention_dropout: float = ranged(0.0, min=0.0, below=1.0)
+    activation_dropout: float = ranged(0.0, min=0.0, below=1.0)
+    # DropConnect on lightweight/dynamic convolution kernels (lsra layers)
+    weight_dropout: float = ranged(0.0, min=0.0, below=1.0)
+    activation: str = ranged("relu", choices=ACTIVATIONS)
+    max_source_len: int = ranged(256, min=1)
+    max_target_len: int = ranged(256, min=1)
 
     def __post_init__(self):
         self.encoder_layers = [
@@ -145,31 +160,31 @@ class DataConfig:
     corpus: str = "bible-es-en"
     src_lang: str | None = None  # None: the corpus's default direction
     tgt_lang: str | None = None
-    vocab_size: int = 8000
+    vocab_size: int = ranged(8000, min=8)
     joint_vocab: bool = True
-    max_len: int = 128  # training pairs longer than this (in tokens) are dropped
+    max_len: int = ranged(128, min=1)  # training pairs longer than this (in tokens) are dropped
 
 
 @dataclass
 class TrainConfig:
-    max_tokens: int = 4096  # tokens per batch (source + target padded), batches by token count
-    epochs: int = 10
-    steps_per_epoch: int | None = None  # None: one pass over the training split
-    learning_rate: float = 1e-3  # peak, reached after warmup_steps
-    warmup_steps: int = 4000
-    adam_beta_1: float = 0.9
-    adam_beta_2: float = 0.98
-    label_smoothing: float = 0.1
-    clip_norm: float | None = None
-    seed: int = 1
+    max_tokens: int = ranged(4096, min=1)  # tokens per batch (source + target padded), batches by token count
+    epochs: int = ranged(10, min=1)
+    steps_per_epoch: int | None = ranged(None, min=1)  # None: one pass over the training split
+    learning_rate: float = ranged(1e-3, above=0.0)  # peak, reached after warmup_steps
+    warmup_steps: int = ranged(4000, min=0)
+    adam_beta_1: float = ranged(0.9, min=0.0, below=1.0)
+    adam_beta_2: float = ranged(0.98, min=0.0, below=1.0)
+    label_smoothing: float = ranged(0.1, min=0.0, below=1.0)
+    clip_norm: float | None = ranged(None, above=0.0)
+    seed: int = ranged(1, min=0, max=2**32 - 1)  # NumPy's seed range (keras.utils.set_random_seed)
     # XLA measured slower than graph mode for our models on a 2-core CPU (benchmarks/train_step_speed.py)
     jit_compile: bool = False
-    strategy: str = "default"  # default | mirrored | multi-worker
+    strategy: str = ranged("default", choices=STRATEGIES)
     # Keras mixed-precision policy for training: "auto" (mixed_bfloat16 where the CPU or GPU computes in
     # bfloat16, else float32: tfmobile.training.precision), "float32", "mixed_bfloat16" or "mixed_float16";
     # weights stay float32, decoding and export run in float32
-    precision: str = "auto"
-    time_budget_minutes: float | None = None  # stop after the epoch that crosses the budget
+    precision: str = ranged("auto", choices=PRECISIONS)
+    time_budget_minutes: float | None = ranged(None, above=0.0)  # stop after the epoch that crosses the budget
 
 
 @dataclass
@@ -201,15 +216,137 @@ def _per_layer(value, n: int, name: str) -> list:
     return [value] * n
 
 
-def _fill(cls, raw: dict, where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
+# One type checker for every config dataclass: each field is checked against its annotation (int, float,
+# bool, str, X | None, list[X], Literal[...], a nested config dataclass) and its `ranged` rule.
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe(kind, rule: dict) -> str:
+    """What a value of the scalar type `kind` under `rule` must be, in words: 'a positive integer'."""
+    if rule.get("choices"):
+        return "one of " + ", ".join(map(str, rule["choices"]))
+    if kind is bool:
+        return "true or false"
+    if kind is str:
+        return "a string"
+    noun = "integer" if kind is int else "number"
+    low, high = rule.get("min", rule.get("above")), rule.get("max", rule.get("below"))
+    if low is None and high is None:
+        return "an integer" if kind is int else "a finite number"
+    if high is None:
+        if low == 0 or (kind is int and low == 1 and "min" in rule):
+            return f"a {'non-negative' if low == 0 and 'min' in rule else 'positive'} {noun}"
+        return f"{'an' if kind is int else 'a'} {noun} {'>=' if 'min' in rule else '>'} {low:g}"
+    if kind is int and low is not None:
+        return f"an integer in {low}..{high}"
+    if low is None:
+        return f"{'an' if kind is int else 'a'} {noun} {'<=' if 'max' in rule else '<'} {high:g}"
+    return f"a number in {'[' if 'min' in rule else '('}{low:g}, {high:g}{']' if 'max' in rule else ')'}"
+
+
+def rule_problem(value, kind, rule: dict) -> str | None:
+    """None where `value` is a `kind` (int, float, bool or str) that keeps `rule`, else what it must be.
+    An int is a float, but a bool is neither (YAML reads `yes` as true), and a float is never an int."""
+    if kind is float:
+        try:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            ok = False
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    ok = ok and (not rule.get("choices") or value in rule["choices"])
+    if ok and kind in (int, float):
+        ok = (value >= rule.get("min", value) and value <= rule.get("max", value)
+              and ("above" not in rule or value > rule["above"]) and ("below" not in rule or value < rule["below"]))
+    return None if ok else describe(kind, rule)
+
+
+def _describe_hint(hint, rule: dict) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list"
+    if origin is dict or hint is dict or dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if origin is typing.Literal:
+        return describe(str, {"choices": typing.get_args(hint)})
+    return describe(hint, rule)
+
+
+def check_value(value, hint, rule: dict, where: str, nullable: bool = False):
+    """`value` as a field annotated `hint` with the `ranged` rule `rule` (ints of float fields become floats,
+    mappings of dataclass fields become that dataclass); a ConfigError naming `where` otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    null = " (or null)" if nullable else ""
+
+    def wrong(what: str) -> ConfigError:
+        return ConfigError(f"{where} must be {what}{null} (got {_show(value)})")
+
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        nullable = type(None) in args
+        if value is None and nullable:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own messages, deeper fields included
+            return check_value(value, options[0], rule, where, nullable)
+        for option in options:
+            try:
+                return check_value(value, option, rule, where)
+            except ConfigError:
+                pass
+        null = " (or null)" if nullable else ""
+        raise wrong(" or ".join(_describe_hint(a, rule) for a in options))
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise wrong("a mapping")
+        return _fill(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise wrong("a list")
+        item = args[0] if args else Any
+        return [check_value(v, item, {}, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise wrong("a mapping")
+        return value
+    if origin is typing.Literal:
+        hint, rule = str, {"choices": args}
+    problem = rule_problem(value, hint, rule)
+    if problem:
+        raise wrong(problem)
+    return float(value) if hint is float else value
+
+
+def field_rule(cls, name: str) -> tuple[type, dict]:
+    """The scalar type (without `| None`) and the `ranged` rule of the field `cls.name`."""
+    hint = typing.get_type_hints(cls)[name]
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return options[0], dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
+
+
+def _fill(cls, raw, where: str):
+    """`cls(**raw)` with every value checked against its field's annotation and rule (see `check_value`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping (got {_show(raw)})")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = set(map(str, raw)) - set(fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(fields))})")
+    missing = [n for n, f in fields.items() if n not in raw
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{n: check_value(v, hints[n], dict(fields[n].metadata), f"{where}.{n}") for n, v in raw.items()})
 
 
 def _stack(raw, side: str, embed_dim: int) -> list[dict]:
@@ -253,58 +390,86 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
 
 def model_config_from_dict(raw: dict) -> ModelConfig:
     if not isinstance(raw, dict):
-        raise ConfigError("model must be a mapping")
+        raise ConfigError(f"model must be a mapping (got {_show(raw)})")
     raw = dict(raw)
     if "embed_dim" in raw:  # shorthand for both sides
-        d = raw.pop("embed_dim")
+        d = check_value(raw.pop("embed_dim"), *field_rule(ModelConfig, "encoder_embed_dim"), "model.embed_dim")
         raw.setdefault("encoder_embed_dim", d)
         raw.setdefault("decoder_embed_dim", d)
-    enc_dim = raw.get("encoder_embed_dim", ModelConfig.encoder_embed_dim)
-    dec_dim = raw.get("decoder_embed_dim", ModelConfig.decoder_embed_dim)
-    enc = [_fill(EncoderLayerConfig, l, f"model.encoder layer {i}") for i, l in enumerate(_stack(raw.pop("encoder", None), "encoder", enc_dim))]
-    dec = [_fill(DecoderLayerConfig, l, f"model.decoder layer {i}") for i, l in enumerate(_stack(raw.pop("decoder", None), "decoder", dec_dim))]
+    encoder, decoder = raw.pop("encoder", None), raw.pop("decoder", None)
     raw.pop("encoder_layers", None)
     raw.pop("decoder_layers", None)
-    cfg = _fill(ModelConfig, raw, "model")
-    cfg.encoder_layers, cfg.decoder_layers = enc, dec
+    cfg = _fill(ModelConfig, raw, "model")  # first: the layers' default widths come from the embedding dims
+    hints = typing.get_type_hints(ModelConfig)
+    cfg.encoder_layers = check_value(_stack(encoder, "encoder", cfg.encoder_embed_dim), hints["encoder_layers"], {},
+                                     "model.encoder.layers")
+    cfg.decoder_layers = check_value(_stack(decoder, "decoder", cfg.decoder_embed_dim), hints["decoder_layers"], {},
+                                     "model.decoder.layers")
     return cfg.validate()
+
+
+def _section(raw: dict, key: str) -> dict:
+    """`raw[key]` as a mapping; left out or empty (`train:`) is an empty one."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping (got {_show(value)})")
+    return dict(value)
 
 
 def experiment_from_dict(raw: dict, name: str = "custom") -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a YAML mapping with a 'model' section")
     raw = dict(raw)
-    unknown = set(raw) - {"name", "model", "data", "train", "description"}
+    unknown = set(map(str, raw)) - {"name", "model", "data", "train", "description"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(sorted(unknown))} (known: name, description, model, data, train)")
     if "model" not in raw:
         raise ConfigError("config has no 'model' section")
-    model_raw = dict(raw["model"] or {})
+    model_raw = _section(raw, "model")
     # a dumped config carries the expanded per-layer lists under encoder_layers/decoder_layers
     if "encoder_layers" in model_raw and "encoder" not in model_raw:
         model_raw["encoder"] = model_raw.pop("encoder_layers")
     if "decoder_layers" in model_raw and "decoder" not in model_raw:
         model_raw["decoder"] = model_raw.pop("decoder_layers")
     exp = ExperimentConfig(
-        name=raw.get("name", name),
-        description=raw.get("description", ""),
+        name=check_value(raw.get("name", name), str, {}, "name"),
+        description=check_value(raw.get("description", ""), str, {}, "description"),
         model=model_config_from_dict(model_raw),
-        data=_fill(DataConfig, raw.get("data") or {}, "data"),
-        train=_fill(TrainConfig, raw.get("train") or {}, "train"),
+        data=_fill(DataConfig, _section(raw, "data"), "data"),
+        train=_fill(TrainConfig, _section(raw, "train"), "train"),
     )
     if "vocab_size" not in model_raw:  # a trained run records the tokenizer's real size in the model section
         exp.model.vocab_size = exp.data.vocab_size
     return exp
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load_yaml(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8")
+        raw = yaml.load(text, Loader=_Loader)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{data[e.start]:02x} on line {line})") from None
+    except yaml.reader.ReaderError as e:  # a control character: binary data
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{path}: not a text file ({e.reason}: #x{e.character:04x} on line {line})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     if raw is None:
@@ -314,8 +479,6 @@ def load_yaml(path: str) -> dict:
 
 def load_config(name_or_path: str) -> ExperimentConfig:
     """A preset name (see `tfmobile presets`) or a path to a YAML file."""
-    from tfmobile.models.presets import preset_path
-
     if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
         path = name_or_path
         name = os.path.splitext(os.path.basename(path))[0]

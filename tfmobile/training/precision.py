@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from tfmobile.errors import ConfigError
 from tfmobile.hardware import cpu_flags
+from tfmobile.models.config import PRECISIONS  # the names a config may give, checked where it loads
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

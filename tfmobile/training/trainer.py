@@ -15,6 +15,7 @@ and `--resume` loses at most the epoch that was running.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -26,7 +27,7 @@ import tf_keras as keras
 
 from tfmobile.data import Tokenizer, prepare_corpus, train_sentencepiece
 from tfmobile.data.pipeline import token_batches, tokenized_pairs
-from tfmobile.errors import ConfigError
+from tfmobile.errors import ConfigError, TrainingError
 from tfmobile.models.config import ExperimentConfig, experiment_from_dict, load_yaml
 from tfmobile.models.transformer import build_transformer
 from tfmobile.training.precision import resolve_precision
@@ -121,6 +122,25 @@ class _TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self.start > self.seconds:
             self.model.stop_training = True
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """A NaN or infinite loss ends training with a TrainingError at once: raised before the epoch ends, so
+    no checkpoint of the broken weights replaces the last good one (keras.callbacks.TerminateOnNaN would
+    stop, save the epoch and exit 0)."""
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate = learning_rate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingError(f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}; "
+                                f"lower train.learning_rate ({self.learning_rate:g}) or set train.clip_norm")
 
 
 def prepare_tokenizers(exp: ExperimentConfig, files: RunFiles, data_dir: str | None):
@@ -290,6 +310,7 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
         return _read_state(files)
 
     callbacks = [
+        _StopOnNonFiniteLoss(t.learning_rate),
         _EpochCheckpoint(manager, epoch_var, files, seconds_before),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=100, profile_batch=0),
