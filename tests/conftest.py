@@ -1,7 +1,9 @@
 """Fixtures shared by the test modules."""
 
+import fcntl
 import importlib.util
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -13,18 +15,37 @@ NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
 NUMBERS_EN = "zero one two three four five six seven eight nine".split()
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    """Digit strings spelled out in Spanish and English (a TSV path): a corpus a tiny model learns in seconds."""
+def shared_dir(tmp_path_factory, name: str, build) -> str:
+    """A directory `build(path)` fills once per test session and every test then only reads. Under
+    pytest-xdist the workers share it: the first to ask builds it while the others wait on a file lock, and
+    a `.done` marker tells a finished build from one a failed worker left half-written (redone)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"  # parent: the session's
+    root.mkdir(exist_ok=True)
+    path = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / ".done").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            (path / ".done").touch()
+    return path
+
+
+def write_numbers_corpus(root) -> None:
     rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("corpus")
     lines = []
     for _ in range(1500):
         digits = rng.integers(0, 10, rng.integers(2, 7))
         lines.append(" ".join(NUMBERS_ES[d] for d in digits) + "\t" + " ".join(NUMBERS_EN[d] for d in digits))
-    path = root / "numbers.tsv"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    (root / "numbers.tsv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """Digit strings spelled out in Spanish and English (a TSV path): a corpus a tiny model learns in seconds."""
+    return str(shared_dir(tmp_path_factory, "corpus", write_numbers_corpus) / "numbers.tsv")
 
 
 TINY_RUN_YAML = """
@@ -52,7 +73,7 @@ train:
   warmup_steps: 30
 """
 
-LSRA_LAYERS = ", kind: lsra, conv_type: dynamic, kernel_size: 3, glu: true"
+LSRA_LAYERS = ", kind: lsra, lsra: {conv_type: dynamic, kernel_size: 3, glu: true}"
 
 
 def tiny_config(root, corpus: str, name: str = "tiny", lite: bool = False, steps: int = 250, layers: int = 2,
@@ -66,27 +87,29 @@ def tiny_config(root, corpus: str, name: str = "tiny", lite: bool = False, steps
     return str(path)
 
 
+def tiny_run_paths(root, name: str) -> dict:
+    return {"name": name, "dir": str(root / "run"), "data": str(root / "data"), "root": root}
+
+
 def train_tiny_run(root, corpus: str, name: str = "tiny", lite: bool = False, steps: int = 250) -> dict:
     """Train the `tiny_config` model into root/run. Returns its paths."""
     from tfmobile.models.config import load_config
     from tfmobile.training.trainer import train
 
-    run_dir = str(root / "run")
-    train(load_config(tiny_config(root, corpus, name, lite, steps)), run_dir, data_dir=str(root / "data"), verbose=0)
-    return {"name": name, "dir": run_dir, "data": str(root / "data"), "root": root}
+    paths = tiny_run_paths(root, name)
+    train(load_config(tiny_config(root, corpus, name, lite, steps)), paths["dir"], data_dir=paths["data"], verbose=0)
+    return paths
 
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory, corpus):
-    """`tiny_runs("transformer" | "lite")`: the tiny trained run of that kind, trained once per session and
-    shared by the modules that only read it (export, TPrune)."""
-    cache = {}
+    """`tiny_runs("transformer" | "lite")`: the tiny trained run of that kind, trained once per session (once
+    for all xdist workers) and shared by the modules that only read it (export, TPrune)."""
 
     def get(kind: str) -> dict:
-        if kind not in cache:
-            cache[kind] = train_tiny_run(tmp_path_factory.mktemp(f"tiny_{kind}"), corpus, name=kind,
-                                         lite=kind == "lite")
-        return cache[kind]
+        root = shared_dir(tmp_path_factory, f"tiny_{kind}",
+                          lambda root: train_tiny_run(root, corpus, name=kind, lite=kind == "lite"))
+        return tiny_run_paths(root, kind)
 
     return get
 
