@@ -51,7 +51,7 @@ def exported(run_dir: str, quantize: str, args) -> str:
 
 
 def measure(stage: str, run_dir: str, quantize: str, args) -> dict:
-    from tfmobile.decoding.evaluate import evaluate_export
+    from tfmobile.deploy.runtime import evaluate_export
 
     out = exported(run_dir, quantize, args)
     cached = os.path.join(out, f"bleu-{args.limit or 'all'}.json")
@@ -72,7 +72,7 @@ def measure(stage: str, run_dir: str, quantize: str, args) -> dict:
 def params_and_zeros(run_dir: str) -> dict:
     import numpy as np
 
-    from tfmobile.training.trainer import load_run
+    from tfmobile.run import load_run
 
     _, model, _ = load_run(run_dir)
     weights = [v.numpy() for v in model.weights]

@@ -65,7 +65,7 @@ def load_model(preset: str, runs_dir: str | None, seed: int):
     from tfmobile.models.transformer import build_transformer
 
     if runs_dir:
-        from tfmobile.training.trainer import load_run
+        from tfmobile.run import load_run
 
         run_dir = os.path.join(runs_dir, preset)
         if not os.path.isdir(run_dir):

@@ -94,7 +94,8 @@ def parse_args(argv=None):
 
 
 def run(args) -> dict:
-    from tfmobile.decoding.evaluate import evaluate_export, evaluate_run
+    from tfmobile.decoding.evaluate import evaluate_run
+    from tfmobile.deploy.runtime import evaluate_export
     from tfmobile.deploy.bench import bench
 
     checkpoint = checkpoint_id(args.run)

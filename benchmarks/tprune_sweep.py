@@ -104,11 +104,11 @@ def measure(args) -> dict:
     """BLEU, size and latency of every trained point (read from its compression.json; run the train phase
     first), all timed in this one run."""
     from tfmobile.compression.bssl import plot_sparsity
-    from tfmobile.decoding.evaluate import evaluate_export
+    from tfmobile.deploy.runtime import evaluate_export
     from tfmobile.deploy.bench import compare
     from tfmobile.deploy.export import export_translator
     from tfmobile.models.config import experiment_from_dict, load_yaml
-    from tfmobile.training.trainer import RunFiles, load_run
+    from tfmobile.run import RunFiles, load_run
 
     results, dirs = [], []
     for method, strategy, name, s in sweep_points(args):

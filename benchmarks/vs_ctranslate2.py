@@ -85,9 +85,9 @@ OURS_LABELS = {"float32": "LiteRT float32 (translate)", "int8": "LiteRT dynamic-
 
 def length_limit(n_source: int, max_target_len: int, model_max_target_len: int) -> int:
     """The exported `translate` signature's limit, which every engine gets."""
-    from tfmobile.deploy.export import length_limit as translate_limit
+    from tfmobile.decoding.search import target_length_limit
 
-    return translate_limit(n_source, max_target_len, model_max_target_len)
+    return target_length_limit(n_source, model_max_target_len, max_target_len)
 
 
 def select_sentences(source_ids: list[list[int]], count: int, max_tokens: int) -> tuple[list[int], int]:
@@ -339,8 +339,8 @@ def run(args) -> dict:
 
     from tfmobile.data import EOS_ID, prepare_corpus
     from tfmobile.decoding.scoring import score
-    from tfmobile.deploy.export import LENGTH_EXTRA, LENGTH_RATIO
-    from tfmobile.training.trainer import load_run
+    from tfmobile.decoding.search import LENGTH_EXTRA, LENGTH_RATIO
+    from tfmobile.run import load_run
 
     checkpoint = tf.train.latest_checkpoint(os.path.join(args.run, "checkpoints"))
     if checkpoint is None:
@@ -370,7 +370,7 @@ def run(args) -> dict:
             "run": os.path.abspath(args.run), "checkpoint": checkpoint_id(checkpoint),
             "sentences": n, "skipped_too_long": skipped, "split": "test",
             "max_source_len": args.max_source_len, "max_target_len": args.max_target_len,
-            "length_limit": f"min(int({LENGTH_RATIO} * source tokens incl. EOS) + {LENGTH_EXTRA}, "
+            "length_limit": f"min({LENGTH_RATIO[0]} * source tokens incl. EOS // {LENGTH_RATIO[1]} + {LENGTH_EXTRA}, "
                             f"{args.max_target_len}, {exp.model.max_target_len - 1}), EOS counted",
             "threads": args.threads, "repeats": args.repeats,
             "timing": "warm-up pass, then `repeats` passes per engine taking turns; "

@@ -37,11 +37,11 @@ CONFIGS = {
     "transformer-prenorm": dict(normalize_before=True),
     "transformer-postnorm-unshared": dict(normalize_before=False, share_embeddings=False, tie_output=False),
     "lite-lightweight": dict(normalize_before=False, weight_dropout=0.1, encoder={
-        "num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra", "conv_type": "lightweight",
-        "kernel_size": [3, 7], "glu": [True, False]}),
+        "num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra",
+        "lsra": {"conv_type": "lightweight", "kernel_size": [3, 7], "glu": [True, False]}}),
     "lite-dynamic": dict(normalize_before=True, weight_dropout=0.1, encoder={
-        "num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra", "conv_type": "dynamic", "conv_heads": 4,
-        "kernel_size": [3, 5], "attention_dim": [8, 4]}),
+        "num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra",
+        "lsra": {"conv_type": "dynamic", "conv_heads": 4, "kernel_size": [3, 5], "attention_dim": [8, 4]}}),
 }
 
 

@@ -5,17 +5,23 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
 
 from tfmobile import cli
 from tfmobile.data import prepare_corpus
-from tfmobile.decoding.evaluate import evaluate_export
+from tfmobile.deploy.runtime import evaluate_export
 from tfmobile.decoding.translator import Translator
 from tfmobile.deploy.encoder_export import ExportError, non_builtin_ops
-from tfmobile.deploy.export import export_translator
-from tfmobile.deploy.runtime import LiteTranslator, ModelError
+from tfmobile.deploy.export import TranslatorModule, export_model, export_translator, gpu_compatibility
+from tfmobile.deploy.runtime import LiteTranslator, ModelError, TranslatorRunner
 from tfmobile.errors import InputError
+from tfmobile.decoding.search import max_decode_length, target_length_limit
+from tfmobile.data.tokenizer import EOS_ID
 from tfmobile.models.config import load_config
-from tfmobile.training.trainer import load_run
+from tfmobile.models.transformer import build_transformer
+from tfmobile.run import load_run
 
 S, T = 16, 20
 
@@ -53,7 +59,8 @@ def test_signatures_files_and_metadata(run, exported):
     assert step_out["logits"]["shape"] == [1, meta["vocab_size"]]
     assert meta["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
     assert (meta["max_source_len"], meta["max_target_len"], meta["quantization"]) == (S, T, "none")
-    assert meta["gpu_compatibility"]["compatible"] in (True, False)
+    assert meta["gpu_compatibility"] == {"compatible": True, "incompatible": [],  # the analyzer's verdict
+                                         "report_lines": meta["gpu_compatibility"]["report_lines"]}
     assert "DYNAMIC_UPDATE_SLICE" in meta["ops"] and "WHILE" in meta["ops"]
     model = open(os.path.join(out, "model.tflite"), "rb").read()
     assert non_builtin_ops(model) == [] and len(model) == meta["model_bytes"]
@@ -157,3 +164,49 @@ def test_convert_script_is_the_export_verb():
     script = os.path.join(os.path.dirname(__file__), os.pardir, "export", "convert.py")
     proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--quantize" in proc.stdout and "--max-source-len" in proc.stdout
+
+
+def test_export_model_and_every_engine_share_the_length_rule(tmp_path, corpus):
+    """A model without a run (export_model, no tokenizers) whose logits are all zero: argmax is PAD, never
+    EOS, so `translate` runs to its limit. For every source length 1..S the graph's limit (the tf.function
+    that is exported, and the .tflite) and the Keras search's equal the Python rule."""
+    exp = load_config(tiny_config(tmp_path, corpus, lite=True))  # separate output projection
+    exp.model.vocab_size = 64
+    model = build_transformer(exp.model)
+    proj = model.get_layer("output_projection")
+    proj.kernel.assign(tf.zeros_like(proj.kernel))
+    S_, T_ = 16, 20  # the ratio binds for short sources, the target shape (20 < 23) for long ones
+    out = str(tmp_path / "export")
+    meta = export_model(model, exp.model, out, max_source_len=S_, max_target_len=T_)
+    assert meta["tokenizers"] == {} and meta["source_run"] is None and meta["max_target_len"] == T_
+    runner = TranslatorRunner(os.path.join(out, "model.tflite"))
+    module = TranslatorModule(model, exp.model, S_, T_)
+    limits = set()
+    for n in range(1, S_ + 1):  # source tokens including EOS
+        ids = np.zeros([1, S_], np.int32)
+        ids[0, :n - 1], ids[0, n - 1] = 5, EOS_ID
+        want = target_length_limit(n, exp.model.max_target_len, T_)
+        assert int(module.translate(tf.constant(ids))["target_length"][0]) == want, n
+        assert int(runner.translate(ids)["target_length"][0]) == want, n
+        assert int(max_decode_length(tf.constant(ids), exp.model)) == target_length_limit(n, exp.model.max_target_len)
+        limits.add(want)
+    assert min(limits) == 11 and max(limits) == T_  # both regimes were exercised
+
+
+def test_gpu_compatibility_verdict(monkeypatch):
+    f = tf.function(lambda x: tf.nn.relu(x + 1.0), input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    flat = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    verdict = gpu_compatibility(flat)
+    assert verdict["compatible"] is True and verdict["incompatible"] == []
+
+    def analyze(**kwargs):  # the analyzer's report when the delegate lacks an op
+        print("Op#1 SEGMENT_SUM(T#5, T#1) -> [T#6]\n"
+              "GPU COMPATIBILITY WARNING: Not supported op SEGMENT_SUM\n"
+              "GPU COMPATIBILITY WARNING: Not supported op SEGMENT_SUM\n"
+              "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1")
+
+    monkeypatch.setattr(tf.lite.experimental.Analyzer, "analyze", staticmethod(analyze))
+    verdict = gpu_compatibility(flat)
+    assert verdict["compatible"] is False
+    assert verdict["incompatible"] == ["Not supported op SEGMENT_SUM",
+                                       "Subgraph#0 has GPU delegate compatibility issues at nodes 1"]

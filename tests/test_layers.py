@@ -5,11 +5,16 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from layer_checks import roundtrip
+from layer_checks import assert_padding_is_invisible_in_float16, mixed_float16, roundtrip  # noqa: F401 (fixture)
 from tfmobile.layers import (FeedForward, MultiHeadAttention, PaddingMask, TokenEmbedding, TransformerDecoderLayer,
                              TransformerEncoderLayer, sinusoidal_positions)
 
 RNG = np.random.default_rng(0)
+
+
+def self_attention(num_heads, qk_dim, v_dim, d=8, causal=False):
+    """The self-attention sublayer of an `attention` kind layer of width d."""
+    return MultiHeadAttention(num_heads, qk_dim, v_dim, d, causal=causal)
 
 
 def np_softmax(x):
@@ -87,6 +92,16 @@ def test_attention_ignores_padded_keys():
     np.testing.assert_allclose(layer([q, kv2, mask]).numpy(), a, atol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_bias_is_finite_under_float16(mixed_float16, causal):
+    """-1e9 is -inf in float16, and 0 * -inf is NaN: the bias must fit the compute dtype."""
+    layer = MultiHeadAttention(2, 8, 8, 8, causal=causal)
+    x = RNG.normal(size=(2, 5, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.float32)
+    assert layer.compute_dtype == "float16"
+    assert_padding_is_invisible_in_float16(layer, lambda l, x, m: l([x, m]), x, mask)
+
+
 def test_feed_forward_matches_numpy():
     ffn = FeedForward(16, 8)
     x = RNG.normal(size=(2, 3, 8)).astype(np.float32)
@@ -97,14 +112,14 @@ def test_feed_forward_matches_numpy():
 
 @pytest.mark.parametrize("normalize_before", [True, False])
 def test_encoder_layer_roundtrip_and_shape(normalize_before):
-    layer = TransformerEncoderLayer(2, 8, 8, 32, normalize_before=normalize_before, dropout=0.0)
+    layer = TransformerEncoderLayer(self_attention(2, 8, 8), 32, normalize_before=normalize_before, dropout=0.0)
     x = tf.constant(RNG.normal(size=(2, 5, 8)).astype(np.float32))
     mask = tf.constant([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], tf.float32)
     assert roundtrip(layer, [x, mask]).shape == (2, 5, 8)
 
 
 def test_encoder_layer_output_at_real_tokens_ignores_padding():
-    layer = TransformerEncoderLayer(2, 8, 8, 32, dropout=0.0)
+    layer = TransformerEncoderLayer(self_attention(2, 8, 8), 32, dropout=0.0)
     x = RNG.normal(size=(1, 5, 8)).astype(np.float32)
     mask = np.array([[1, 1, 1, 0, 0]], np.float32)
     short = layer([x[:, :3], mask[:, :3]]).numpy()
@@ -113,7 +128,7 @@ def test_encoder_layer_output_at_real_tokens_ignores_padding():
 
 
 def test_decoder_layer_is_causal():
-    layer = TransformerDecoderLayer(2, 8, 8, 2, 8, 8, 32, dropout=0.0)
+    layer = TransformerDecoderLayer(self_attention(2, 8, 8, causal=True), 2, 8, 8, 32, dropout=0.0)
     y = RNG.normal(size=(1, 6, 8)).astype(np.float32)
     memory = RNG.normal(size=(1, 4, 8)).astype(np.float32)
     mask = np.ones((1, 4), np.float32)
@@ -128,7 +143,8 @@ def test_decoder_step_equals_full_sequence(normalize_before):
     """Stepping one token at a time with the cache equals running the whole prefix."""
     from tfmobile.layers.attention import padding_bias
 
-    layer = TransformerDecoderLayer(2, 8, 12, 4, 8, 8, 32, normalize_before=normalize_before, dropout=0.0)
+    layer = TransformerDecoderLayer(self_attention(2, 8, 12, causal=True), 4, 8, 8, 32,
+                                    normalize_before=normalize_before, dropout=0.0)
     T, T_max = 5, 7
     y = RNG.normal(size=(2, T, 8)).astype(np.float32)
     memory = RNG.normal(size=(2, 4, 8)).astype(np.float32)
@@ -144,6 +160,6 @@ def test_decoder_step_equals_full_sequence(normalize_before):
 
 
 def test_layers_are_registered_for_keras_deserialization():
-    layer = TransformerEncoderLayer(2, 8, 8, 16, name="enc")
+    layer = TransformerEncoderLayer(self_attention(2, 8, 8), 16, kind="attention", name="enc")
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert isinstance(restored, TransformerEncoderLayer) and restored.get_config() == layer.get_config()

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from layer_checks import assert_padding_is_invisible_in_float16, mixed_float16  # noqa: F401 (fixture)
 from tfmobile.layers.attention import MultiHeadAttention
 from tfmobile.layers.convolution import DynamicConv1D, LightweightConv1D
 from tfmobile.layers.lsra import LongShortRangeAttention
@@ -104,6 +105,14 @@ def test_padding_never_changes_real_outputs(conv_type):
     for b, n in enumerate((7, 3)):
         alone = layer([x[b:b + 1, :n], mask[b:b + 1, :n]]).numpy()
         np.testing.assert_allclose(padded[b:b + 1, :n], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv_type,causal", [("lightweight", False), ("dynamic", True)])
+def test_padding_is_invisible_under_float16(mixed_float16, conv_type, causal):
+    layer = LongShortRangeAttention(num_heads=2, conv_type=conv_type, kernel_size=5, causal=causal)
+    x, mask = inputs(T=7, lengths=(7, 3))
+    assert layer.compute_dtype == "float16"
+    assert_padding_is_invisible_in_float16(layer, lambda l, x, m: l([x, m]), x, mask)
 
 
 def test_causal_layer_never_looks_ahead():

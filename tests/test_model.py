@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+import yaml
 
 from tfmobile.data import BOS_ID, EOS_ID
 from tfmobile.decoding import IncrementalDecoder, beam_search, greedy_search
 from tfmobile.errors import ConfigError
 from tfmobile.models.config import experiment_from_dict, load_config, model_config_from_dict
+from tfmobile.models.presets import preset_names
 from tfmobile.models.transformer import build_transformer
 from tfmobile.profiling import count_params
 
@@ -36,10 +38,10 @@ def test_per_layer_config_is_heterogeneous():
     assert [l.encoder_layers_attended for l in cfg.decoder_layers] == [1, 2]
 
 
-def test_experiment_yaml_roundtrip():
-    exp = load_config("hat-wmt-xeon-137ms")
-    import yaml
-
+@pytest.mark.parametrize("name", preset_names())
+def test_saved_config_yaml_roundtrips(name):
+    """What a run saves as config.yaml (`to_yaml`) reads back as the same experiment, kind settings included."""
+    exp = load_config(name)
     again = experiment_from_dict(yaml.safe_load(exp.to_yaml()))
     assert again == exp
 
@@ -57,10 +59,10 @@ def test_bad_model_config_is_a_config_error(raw, message):
 
 
 LITE = {  # Lite Transformer layers: LSRA with lightweight (encoder) and dynamic (decoder) convolutions
-    "encoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra", "kernel_size": [3, 5],
-                "conv_type": "lightweight", "glu": False},
-    "decoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": ["lsra", "attention"], "kernel_size": 3,
-                "conv_type": "dynamic", "conv_heads": 4, "encoder_layers_attended": [1, 2]},
+    "encoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": "lsra",
+                "lsra": {"kernel_size": [3, 5], "conv_type": "lightweight", "glu": False}},
+    "decoder": {"num_layers": 2, "ffn_dim": 16, "num_heads": 2, "kind": ["lsra", "attention"],
+                "lsra": {"kernel_size": 3, "conv_type": "dynamic", "conv_heads": 4}, "encoder_layers_attended": [1, 2]},
 }
 
 

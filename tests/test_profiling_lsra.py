@@ -3,23 +3,14 @@ Keras layer's weights, and the paper's WMT figures."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-from tfmobile.models.config import DecoderLayerConfig, EncoderLayerConfig
-
 import pytest
 
 from tfmobile.errors import ConfigError
+from tfmobile.kinds import get_kind
+from tfmobile.kinds.lsra import LSRAConfig
 from tfmobile.models.config import DecoderLayerConfig, EncoderLayerConfig, ModelConfig
 from tfmobile.profiling import count_mult_adds, count_params, profile
 from tfmobile.profiling import counts
-
-
-def lsra_fields(layer, **fields):
-    """Set the LSRA fields on a layer config (plain attributes until the config classes declare them)."""
-    for name, value in fields.items():
-        setattr(layer, name, value)
-    return layer
 
 
 def lite_transformer(d: int, kernel_sizes=(3, 7, 15, 31, 31, 31), heads: int = 4, conv_type: str = "dynamic",
@@ -27,12 +18,13 @@ def lite_transformer(d: int, kernel_sizes=(3, 7, 15, 31, 31, 31), heads: int = 4
     """Lite Transformer's WMT model (lite-transformer configs/wmt14.en-fr and wmt16.en-de,
     multibranch_v2/embed{200,408,496}.yml): d = FFN, branches attn:d/2:4 heads + dynamic:d/2:4 heads,
     GLU, kernel sizes 3, 7, 15, 31, 31, 31, post-norm, cross attention full width."""
-    fields = dict(attention_dim=d // 2, conv_type=conv_type, conv_heads=heads, glu=glu)
-    enc = [lsra_fields(EncoderLayerConfig(ffn_dim=d, num_heads=heads, qk_dim=d, v_dim=d, kind="lsra"),
-                       kernel_size=k, **fields) for k in kernel_sizes]
-    dec = [lsra_fields(DecoderLayerConfig(ffn_dim=d, num_heads=heads, qk_dim=d, v_dim=d, cross_num_heads=8,
-                                          cross_qk_dim=d, cross_v_dim=d, kind="lsra"), kernel_size=k, **fields)
+    def lsra(k):
+        return LSRAConfig(attention_dim=d // 2, conv_type=conv_type, conv_heads=heads, glu=glu, kernel_size=k)
+
+    enc = [EncoderLayerConfig(ffn_dim=d, num_heads=heads, qk_dim=d, v_dim=d, kind="lsra", kind_config=lsra(k))
            for k in kernel_sizes]
+    dec = [DecoderLayerConfig(ffn_dim=d, num_heads=heads, qk_dim=d, v_dim=d, cross_num_heads=8, cross_qk_dim=d,
+                              cross_v_dim=d, kind="lsra", kind_config=lsra(k)) for k in kernel_sizes]
     return ModelConfig(encoder_embed_dim=d, decoder_embed_dim=d, encoder_layers=enc, decoder_layers=dec,
                        normalize_before=False)
 
@@ -62,10 +54,10 @@ def hand_lsra(d, n, d_a, conv_type, K, H, glu):
                                                          ("dynamic", True, None), ("dynamic", False, 10)])
 def test_lsra_encoder_layer_matches_hand_formula(conv_type, glu, attention_dim):
     d, n, K, H, ffn_dim = 16, 9, 5, 2, 24
-    layer = EncoderLayerConfig(kind="lsra", ffn_dim=ffn_dim, num_heads=2, qk_dim=d, v_dim=d, attention_dim=attention_dim,
-                            conv_type=conv_type, kernel_size=K, conv_heads=H, glu=glu)
+    layer = EncoderLayerConfig(kind="lsra", ffn_dim=ffn_dim, num_heads=2, qk_dim=d, v_dim=d, kind_config=LSRAConfig(
+        attention_dim=attention_dim, conv_type=conv_type, kernel_size=K, conv_heads=H, glu=glu))
     ctx = counts.LayerContext(d, d, n, 3)
-    costs = counts.encoder_lsra_layer(layer, ctx)
+    costs = counts.encoder_layer(layer, ctx)
     params, ma = hand_lsra(d, n, attention_dim or d // 2, conv_type, K, H, glu)
     assert costs["attention_branch"].params + costs["conv_branch"].params == params
     assert costs["attention_branch"].mult_adds + costs["conv_branch"].mult_adds == ma
@@ -75,9 +67,9 @@ def test_lsra_encoder_layer_matches_hand_formula(conv_type, glu, attention_dim):
 def test_lsra_decoder_layer_keeps_full_width_cross_attention():
     d_enc, d, S, T = 12, 16, 7, 5
     layer = DecoderLayerConfig(kind="lsra", ffn_dim=20, num_heads=2, qk_dim=d, v_dim=d, cross_num_heads=4,
-                            cross_qk_dim=8, cross_v_dim=12, encoder_layers_attended=2, attention_dim=6,
-                            conv_type="dynamic", kernel_size=3, conv_heads=5, glu=True)
-    costs = counts.decoder_lsra_layer(layer, counts.LayerContext(d_enc, d, S, T))
+                               cross_qk_dim=8, cross_v_dim=12, encoder_layers_attended=2, kind_config=LSRAConfig(
+                                   attention_dim=6, conv_type="dynamic", kernel_size=3, conv_heads=5, glu=True))
+    costs = counts.decoder_layer(layer, counts.LayerContext(d_enc, d, S, T))
     assert list(costs) == ["attention_branch", "conv_branch", "cross_attention", "ffn", "layer_norm"]
     params, ma = hand_lsra(d, T, 6, "dynamic", 3, 5, True)
     assert costs["attention_branch"].mult_adds + costs["conv_branch"].mult_adds == ma
@@ -87,9 +79,10 @@ def test_lsra_decoder_layer_keeps_full_width_cross_attention():
 
 
 def test_unknown_conv_type_is_a_config_error():
-    layer = EncoderLayerConfig(kind="lsra", ffn_dim=8, num_heads=2, qk_dim=8, v_dim=8, conv_type="depthwise")
-    with pytest.raises(ConfigError, match="conv_type"):
-        counts.encoder_lsra_layer(layer, counts.LayerContext(8, 8, 4, 4))
+    cfg = lite_transformer(16, kernel_sizes=(3,), heads=2)
+    cfg.encoder_layers[0].kind_config.conv_type = "depthwise"
+    with pytest.raises(ConfigError, match="encoder layer 0.*conv_type"):
+        count_mult_adds(cfg)
 
 
 @pytest.mark.parametrize("conv_type,glu,causal", [("lightweight", False, False), ("dynamic", True, True),
@@ -103,8 +96,9 @@ def test_lsra_params_equal_the_keras_layer(conv_type, glu, causal):
     keras_layer = LongShortRangeAttention(num_heads=2, attention_dim=8, conv_type=conv_type, kernel_size=7,
                                           conv_heads=3, glu=glu, causal=causal)
     keras_layer([tf.zeros([1, 4, d]), tf.ones([1, 4])])
-    cfg = SimpleNamespace(num_heads=2, attention_dim=8, conv_type=conv_type, kernel_size=7, conv_heads=3, glu=glu)
-    branches = counts.lsra_branches(cfg, d, 30)
+    cfg = EncoderLayerConfig(kind="lsra", ffn_dim=8, num_heads=2, qk_dim=d, v_dim=d, kind_config=LSRAConfig(
+        attention_dim=8, conv_type=conv_type, kernel_size=7, conv_heads=3, glu=glu))
+    branches = get_kind("lsra").count(cfg, d, 30)
     assert sum(c.params for c in branches.values()) == keras_layer.count_params()
 
 

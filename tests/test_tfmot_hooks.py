@@ -13,8 +13,9 @@ import tf_keras as keras
 
 from tfmobile.compression import tfmot_hooks as H
 from tfmobile.errors import ConfigError
+from tfmobile.kinds import kind_names
 from tfmobile.layers import TokenEmbedding
-from tfmobile.models.config import load_config
+from tfmobile.models.config import load_config, model_config_from_dict
 from tfmobile.models.presets import preset_names
 from tfmobile.models.transformer import build_transformer
 
@@ -27,15 +28,21 @@ X[0][0, 5:] = 0  # some padding
 Y = RNG.integers(1, V, (4, 6)).astype("int32")
 
 
+def shrink_settings(s):
+    """An lsra layer's settings at d=16 (convolution type and GLU kept); None (an attention layer) stays None."""
+    if s is None:
+        return None
+    return dataclasses.replace(s, attention_dim=None, conv_heads=2 if s.conv_heads else None,
+                               kernel_size=min(s.kernel_size, 3))
+
+
 def shrink(cfg):
     """The preset's structure (layer kinds, convolution type, GLU, norm placement, embedding sharing, attended
     encoder layers) at d=16 with two layers per side."""
     cfg = dataclasses.replace(cfg)
-    enc = [dataclasses.replace(l, ffn_dim=D, num_heads=2, qk_dim=D, v_dim=D, attention_dim=None,
-                               conv_heads=2 if l.conv_heads else None, kernel_size=min(l.kernel_size, 3))
+    enc = [dataclasses.replace(l, ffn_dim=D, num_heads=2, qk_dim=D, v_dim=D, kind_config=shrink_settings(l.kind_config))
            for l in cfg.encoder_layers[:2]]
-    dec = [dataclasses.replace(l, ffn_dim=D, num_heads=2, qk_dim=D, v_dim=D, attention_dim=None,
-                               conv_heads=2 if l.conv_heads else None, kernel_size=min(l.kernel_size, 3),
+    dec = [dataclasses.replace(l, ffn_dim=D, num_heads=2, qk_dim=D, v_dim=D, kind_config=shrink_settings(l.kind_config),
                                cross_num_heads=2, cross_qk_dim=D, cross_v_dim=D,
                                encoder_layers_attended=min(l.encoder_layers_attended, len(enc)))
            for l in cfg.decoder_layers[:2]]
@@ -61,7 +68,7 @@ TINY = tiny_presets()
 
 def kind(cfg):
     l = cfg.encoder_layers[0]
-    return "attention" if l.kind == "attention" else f"lsra-{l.conv_type}"
+    return "attention" if l.kind == "attention" else f"lsra-{l.kind_config.conv_type}"
 
 
 # One preset per layer kind for the fast tests (pre-norm tied Transformer; post-norm untied Lite Transformer
@@ -100,11 +107,25 @@ def qat_of(name):
 # wrapping every preset
 
 
-def test_presets_cover_both_families():
-    assert set(KINDS) == {kind(TINY[name]) for name in KINDS.values()}
-    assert {kind(c) for c in TINY.values()} == set(KINDS)
-    assert FAST <= set(TINY)
-    assert max(l.encoder_layers_attended for l in TINY["hat-wmt-xeon-137ms"].decoder_layers) == 2
+# every registered kind with its default settings, and the dynamic convolution (a Dense more) with GLU off
+KIND_CASES = [(name, None) for name in kind_names()] + [("lsra", {"conv_type": "dynamic", "glu": False})]
+
+
+@pytest.mark.parametrize("kind_name,settings", KIND_CASES, ids=lambda v: v if isinstance(v, str) else str(v))
+def test_qat_quantizes_exactly_the_dense_kernels_each_layer_has(kind_name, settings):
+    """The QuantizeConfig built from a kind's data (`quantized_kernels`) against the Dense layers found by
+    walking the built encoder and decoder layers: every fully connected kernel is quantized, nothing else."""
+    side = {"num_layers": 1, "ffn_dim": D, "num_heads": 2, "kind": kind_name}
+    if settings:
+        side[kind_name] = settings
+    cfg = model_config_from_dict({"embed_dim": D, "vocab_size": V, "encoder": side, "decoder": side})
+    model = build_transformer(cfg)
+    for name in ("encoder_layer_0", "decoder_layer_0"):
+        layer = model.get_layer(name)
+        dense = [m for m in layer.submodules if isinstance(m, keras.layers.Dense)]
+        quantized = H.quantize_config_for(layer).get_weights_and_quantizers(layer)
+        assert sorted(id(w) for w, _ in quantized) == sorted(id(d.kernel) for d in dense), name
+        assert len({q.name for _, q in quantized}) == len(quantized)  # range variables told apart
 
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in TINY])
@@ -286,7 +307,7 @@ def test_quantize_configs_round_trip():
                                                                                    serialize)
 
     configs = [cls() for cls in set(H.QUANTIZE_CONFIGS.values())]
-    configs += [H.TransformerEncoderLayerQuantizeConfig(quantize_output=True),
+    configs += [H.DenseKernelsQuantizeConfig(["self_attention/query", "ffn/fc1"], quantize_output=True),
                 H.TokenEmbeddingQuantizeConfig(quantize_embeddings=False)]
     for config in configs:
         serialized = serialize(config)  # what QuantizeWrapper.get_config writes
@@ -335,8 +356,8 @@ model:
   normalize_before: false
   share_embeddings: false
   tie_output: false
-  encoder: {{num_layers: 1, ffn_dim: 32, num_heads: 2, kind: lsra, conv_type: dynamic, kernel_size: 3}}
-  decoder: {{num_layers: 1, ffn_dim: 32, num_heads: 2, kind: lsra, conv_type: dynamic, kernel_size: 3}}
+  encoder: {{num_layers: 1, ffn_dim: 32, num_heads: 2, kind: lsra, lsra: {{conv_type: dynamic, kernel_size: 3}}}}
+  decoder: {{num_layers: 1, ffn_dim: 32, num_heads: 2, kind: lsra, lsra: {{conv_type: dynamic, kernel_size: 3}}}}
   dropout: 0.0
   max_source_len: 24
   max_target_len: 24

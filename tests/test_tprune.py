@@ -21,7 +21,7 @@ RNG = np.random.default_rng(0)
 def tiny_config(kind="attention", **overrides):
     layer = {"num_layers": 2, "ffn_dim": 48, "num_heads": 4, "qk_dim": 32, "v_dim": 32}
     if kind == "lsra":
-        layer.update(kind="lsra", conv_type="dynamic", kernel_size=3, num_heads=2, ffn_dim=32)
+        layer.update(kind="lsra", lsra={"conv_type": "dynamic", "kernel_size": 3}, num_heads=2, ffn_dim=32)
     return model_config_from_dict({"embed_dim": 32, "vocab_size": 40, "encoder": dict(layer), "decoder": dict(layer),
                                    "max_source_len": 16, "max_target_len": 16, "dropout": 0.0, **overrides})
 

@@ -14,7 +14,7 @@ from tfmobile.compression.regularizers import hoyer_square
 from tfmobile.compression.tprune import layer_kernel_weights, line_groups
 from tfmobile.decoding.evaluate import evaluate_run
 from tfmobile.deploy.export import export_translator
-from tfmobile.training.trainer import load_run
+from tfmobile.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def test_tprune_shrinks_fine_tunes_and_exports(run, regularized, tmp_path):
     assert small["model_bytes"] < full["model_bytes"]
 
 
+@pytest.mark.slow  # ~30 s; test_tprune.py tests the head-wise shrink, the line TPrune run prune + fine-tune
 def test_headwise_baseline_removes_whole_heads(run, tmp_path):
     out = str(tmp_path / "heads")
     report = prune_lines_run(run["dir"], out, 0.1, method="headwise", finetune_steps=10, learning_rate=3e-3,

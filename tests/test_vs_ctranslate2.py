@@ -7,8 +7,6 @@ import pytest
 
 from conftest import load_benchmark, tiny_config
 from tfmobile.deploy.ctranslate2 import CTranslate2Translator
-from tfmobile.deploy.export import LENGTH_EXTRA, LENGTH_RATIO
-from tfmobile.deploy.runtime import LiteTranslator
 
 
 
@@ -17,19 +15,13 @@ def bench():
     return load_benchmark("vs_ctranslate2")
 
 
-def lite_translator(max_target_len, model_max_target_len):
-    """A LiteTranslator holding only the metadata its length rule reads (no model file needed)."""
-    lite = LiteTranslator.__new__(LiteTranslator)
-    lite.meta = {"translate_length_limit": {"ratio": LENGTH_RATIO, "extra": LENGTH_EXTRA},
-                 "max_target_len": max_target_len, "source_config": {"model": {"max_target_len": model_max_target_len}}}
-    return lite
-
-
-@pytest.mark.parametrize("T,model_T", [(64, 256), (20, 256), (64, 40)])
-def test_length_limit_is_the_runtime_rule(bench, T, model_T):
-    lite = lite_translator(T, model_T)
-    for n in range(1, 40):  # source tokens including EOS
-        assert bench.length_limit(n, T, model_T) == lite._length_limit(n)
+@pytest.mark.parametrize("n, T, model_T, limit", [
+    (1, 64, 256, 11), (2, 64, 256, 13), (3, 64, 256, 14), (10, 64, 256, 25),  # floor(1.5 n) + 10
+    (40, 64, 256, 64),  # the export's target shape binds
+    (40, 64, 40, 39),  # the model's position table binds (one position is the BOS input)
+])
+def test_length_limit_numbers(bench, n, T, model_T, limit):
+    assert bench.length_limit(n, T, model_T) == limit
 
 
 def test_length_limit_is_ctranslate2_rule_when_the_export_shape_does_not_bind(bench):

@@ -94,12 +94,10 @@ def _read_stdin_lines():
 
 def cmd_translate(args):
     from tfmobile.decoding import Translator
-    from tfmobile.decoding.evaluate import is_export
+    from tfmobile.deploy.runtime import LiteTranslator, is_export
 
     lines = _read_stdin_lines()  # first: bad input is refused before a model loads
     if is_export(args.model_dir):
-        from tfmobile.deploy.runtime import LiteTranslator
-
         translator, kwargs = LiteTranslator(args.model_dir, num_threads=args.threads), {}
     else:
         translator = Translator.from_run(args.model_dir, beam_size=args.beam, length_penalty=args.length_penalty)
@@ -113,7 +111,8 @@ def cmd_translate(args):
 
 
 def cmd_evaluate(args):
-    from tfmobile.decoding.evaluate import evaluate_export, evaluate_run, is_export
+    from tfmobile.decoding.evaluate import evaluate_run
+    from tfmobile.deploy.runtime import evaluate_export, is_export
 
     if is_export(args.model_dir):  # an exported .tflite: greedy, through ai_edge_litert
         result = evaluate_export(args.model_dir, args.split, args.limit, args.data_dir, args.threads,
@@ -212,7 +211,7 @@ def cmd_tprune(args):
                         regularizer=None if args.regularizer == "none" else args.regularizer, strength=args.strength,
                         reg_steps=args.reg_steps, finetune_steps=args.finetune_steps,
                         learning_rate=args.learning_rate, strategy=args.strategy, regularized_dir=args.regularized,
-                        data_dir=args.data_dir, verbose=args.verbose, align=args.align)
+                        data_dir=args.data_dir, verbose=args.verbose, align=args.align, resume=args.resume)
     print(json.dumps({k: result[k] for k in ("method", "target_sparsity", "sparsity", "params_before", "params",
                                               "layers")}))
 
@@ -221,7 +220,7 @@ def cmd_bssl(args):
     from tfmobile.compression.bssl import bssl_run
 
     result = bssl_run(args.run_dir, args.out, args.strength, args.steps, args.learning_rate, data_dir=args.data_dir,
-                      plot=args.plot, verbose=args.verbose)
+                      plot=args.plot, verbose=args.verbose, resume=args.resume)
     print(json.dumps({"plot": result["plot"], "sparsity": result["sparsity"]}))
 
 
@@ -388,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regularizer lambda (default: shs 1e-2, ssl 5e-4)")
     p.add_argument("--reg-steps", type=_COUNT, default=400, help="regularized fine-tuning steps (default 400)")
     p.add_argument("--regularized", default=None, type=_directory,
-                   help="where the regularized run goes, or an existing one to reuse (default OUT/regularized)")
+                   help="where the regularized run goes, or an existing one to reuse (default OUT-regularized)")
     p.add_argument("--finetune-steps", type=_COUNT, default=300, help="fine-tuning steps after shrinking (default 300)")
     p.add_argument("--learning-rate", type=_LEARNING_RATE, default=5e-4)
     p.add_argument("--strategy", default="tprune", choices=["tprune", "all"],
@@ -396,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", type=_COUNT, default=1,
                    help="round each kept width to a multiple of this (e.g. 8 or 16, for SIMD kernels; default 1)")
     p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted tprune into --out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_tprune)
 
@@ -408,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=_LEARNING_RATE, default=5e-4)
     p.add_argument("--plot", default=None, type=_file, help="PNG path (default OUT/bssl.png)")
     p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    p.add_argument("--resume", action="store_true", help="continue an interrupted bssl fine-tune in --out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_bssl)
 

@@ -16,8 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfmobile.compression.recipes import REPORT_FILE
 from tfmobile.compression.regularizers import block_penalty
 from tfmobile.models.config import ModelConfig
+from tfmobile.run import load_run
+from tfmobile.training.finetune import finetune, finetune_experiment
+from tfmobile.utils import atomic_write_text
 
 FFN_BLOCKS = {"fc1": (2, 8), "fc2": (8, 2)}
 OUTPUT_BLOCK = (2, 2)
@@ -107,12 +111,9 @@ def plot_sparsity(model, cfg: ModelConfig, path: str, layers=None, threshold: fl
 
 
 def bssl_run(run_dir: str, out_dir: str, strength: float = 1e-4, steps: int = 300, learning_rate: float = 5e-4,
-             data_dir: str | None = None, plot: str | None = None, verbose="auto") -> dict:
-    """Fine-tune `run_dir` with BSSL into `out_dir` and draw the sparsity pictures (default out_dir/bssl.png)."""
-    from tfmobile.compression.recipes import REPORT_FILE, _resume
-    from tfmobile.training.trainer import finetune_experiment, load_run, train
-    from tfmobile.utils import atomic_write_text
-
+             data_dir: str | None = None, plot: str | None = None, verbose="auto", resume: bool = False) -> dict:
+    """Fine-tune `run_dir` with BSSL into `out_dir` and draw the sparsity pictures (default out_dir/bssl.png).
+    resume: continue an earlier `bssl` of the same run in `out_dir` (`tfmobile.training.finetune`)."""
     exp = finetune_experiment(run_dir, steps, learning_rate, suffix="bssl", note="BSSL analysis")
     _, source, _ = load_run(run_dir)
 
@@ -120,8 +121,8 @@ def bssl_run(run_dir: str, out_dir: str, strength: float = 1e-4, steps: int = 30
         model.add_loss(bssl_loss(model, exp.model, strength))
         return model
 
-    state = train(exp, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose,
-                  init_weights=source.get_weights(), transform=add_bssl)
+    state = finetune("bssl", run_dir, out_dir, exp, resume=resume, data_dir=data_dir, verbose=verbose,
+                     settings={"strength": strength}, init_weights=source.get_weights(), transform=add_bssl)
     _, model, _ = load_run(out_dir)
     plot = plot or os.path.join(out_dir, "bssl.png")
     stats = plot_sparsity(model, exp.model, plot, title=f"BSSL fine-tune ({steps} steps, strength {strength:g})")

@@ -5,7 +5,8 @@
 
 The output of each is an ordinary run directory (config.yaml with the shrunk per-layer dims, spm, a
 checkpoint), so `tfmobile evaluate`, `tfmobile export` and `tfmobile bench` work on it unchanged, plus
-`compression.json` saying what was removed. Fine-tunes checkpoint every 100 steps and resume.
+`compression.json` saying what was removed. Each is a `tfmobile.training.finetune.finetune`, with its
+checks and its resume rule.
 """
 
 from __future__ import annotations
@@ -16,28 +17,27 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
 
 from tfmobile.compression.regularizers import DEFAULT_STRENGTH
 from tfmobile.compression.tprune import (apply_mask, head_importance, layer_kernel_weights, line_groups,
                                          plan_sparsity, regularization_loss, select_heads, select_lines, shrink)
-from tfmobile.errors import ConfigError, DataError
+from tfmobile.data import prepare_corpus
+from tfmobile.data.pipeline import token_batches, tokenized_pairs
+from tfmobile.errors import ConfigError
 from tfmobile.models.config import ExperimentConfig, ModelConfig
-from tfmobile.training.trainer import RunFiles, finetune_experiment, load_run, train
+from tfmobile.run import load_run, load_tokenizers, require_run
+from tfmobile.training.finetune import check_output, finetune, finetune_experiment
+from tfmobile.training.losses import LabelSmoothedCrossEntropy
 from tfmobile.utils import atomic_write_text
 
 METHODS = ("tprune", "headwise")
 REPORT_FILE = "compression.json"
 
 
-def _resume(out_dir: str, files_dir: str | None = None) -> bool:
-    return tf.train.latest_checkpoint(files_dir or RunFiles(out_dir).checkpoints) is not None
-
-
 def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strength: float | None = None, steps: int = 500,
                    learning_rate: float = 5e-4, strategy: str = "tprune", data_dir: str | None = None,
-                   verbose="auto") -> dict:
-    """Fine-tune `run_dir` with the group regularizer on TPrune's line groups; resumes an unfinished `out_dir`.
+                   verbose="auto", resume: bool | None = False) -> dict:
+    """Fine-tune `run_dir` with the group regularizer on TPrune's line groups (resume: see `check_output`).
     strength None: the regularizer's DEFAULT_STRENGTH."""
     if strength is None:
         strength = DEFAULT_STRENGTH.get(regularizer, 0.0)
@@ -48,8 +48,9 @@ def regularize_run(run_dir: str, out_dir: str, regularizer: str = "shs", strengt
         model.add_loss(regularization_loss(line_groups(model, exp.model, strategy), regularizer, strength))
         return model
 
-    state = train(exp, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose,
-                  init_weights=source.get_weights(), transform=add_regularizer)
+    state = finetune("regularize", run_dir, out_dir, exp, resume=resume, data_dir=data_dir, verbose=verbose,
+                     settings={"regularizer": regularizer, "strength": strength, "strategy": strategy},
+                     init_weights=source.get_weights(), transform=add_regularizer)
     _, model, _ = load_run(out_dir)
     report = {"method": "regularize", "source": run_dir, "regularizer": regularizer, "strength": strength,
               "steps": steps, "strategy": strategy, "line_norms": line_norm_summary(model, exp.model, strategy),
@@ -70,10 +71,6 @@ def line_norm_summary(model, cfg: ModelConfig, strategy: str = "tprune", thresho
 
 def _train_batches(exp: ExperimentConfig, run_dir: str, data_dir: str | None, count: int):
     """The first `count` training batches of the run's corpus (for head importance)."""
-    from tfmobile.data import prepare_corpus
-    from tfmobile.data.pipeline import token_batches, tokenized_pairs
-    from tfmobile.training.trainer import load_tokenizers
-
     prepared = prepare_corpus(exp.data.corpus, data_dir=data_dir)
     src_tok, tgt_tok = load_tokenizers(run_dir, exp)
     max_len = min(exp.data.max_len, exp.model.max_source_len, exp.model.max_target_len)
@@ -87,8 +84,6 @@ def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune
     """(experiment, model with the plan's lines zeroed, plan) for one pruning method on a trained run."""
     if method not in METHODS:
         raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
-    from tfmobile.training.losses import LabelSmoothedCrossEntropy
-
     exp, model, _ = load_run(run_dir)
     total = layer_kernel_weights(model)
     if method == "tprune":
@@ -103,15 +98,19 @@ def plan_for(method: str, run_dir: str, sparsity: float, strategy: str = "tprune
 
 def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", strategy: str = "tprune",
                     finetune_steps: int = 500, learning_rate: float = 5e-4, data_dir: str | None = None,
-                    verbose="auto", align: int = 1) -> dict:
+                    verbose="auto", align: int = 1, resume: bool | None = False) -> dict:
     """Prune `run_dir` (for TPrune: a regularized run) to `sparsity`, shrink it, fine-tune the smaller dense
-    model into `out_dir`. Returns (and writes to out_dir/compression.json) what was removed."""
+    model into `out_dir` (resume: see `check_output`). Returns (and writes to out_dir/compression.json)
+    what was removed."""
+    check_output("tprune", out_dir, [run_dir], resume)  # before the pruning plan's work
     exp, model, plan = plan_for(method, run_dir, sparsity, strategy, data_dir, align=align)
     achieved = plan_sparsity(model, plan)
     new_cfg, weights = shrink(model, exp.model, plan)
     ft = finetune_experiment(run_dir, finetune_steps, learning_rate, model=new_cfg, suffix=method,
                              note=f"{method}, {achieved:.1%} sparsity")
-    state = train(ft, out_dir, resume=_resume(out_dir), data_dir=data_dir, verbose=verbose, init_weights=weights)
+    state = finetune("tprune", run_dir, out_dir, ft, resume=resume, data_dir=data_dir, verbose=verbose,
+                     settings={"method": method, "sparsity": sparsity, "strategy": strategy, "align": align},
+                     init_weights=weights)
     _copy_report(run_dir, out_dir)
     report = {
         "method": method, "source": run_dir, "strategy": strategy if method == "tprune" else None,
@@ -129,24 +128,32 @@ def prune_lines_run(run_dir: str, out_dir: str, sparsity: float, method: str = "
 def tprune_run(run_dir: str, out_dir: str, sparsity: float, method: str = "tprune", regularizer: str | None = "shs",
                strength: float | None = None, reg_steps: int = 400, finetune_steps: int = 300, learning_rate: float = 5e-4,
                strategy: str = "tprune", regularized_dir: str | None = None, data_dir: str | None = None,
-               verbose="auto", align: int = 1) -> dict:
-    """`tfmobile tprune`: (for TPrune) regularize into `regularized_dir` (default OUT/regularized) unless
-    `regularizer` is None, then prune, shrink and fine-tune into `out_dir`. Checks the arguments before
-    any training starts."""
+               verbose="auto", align: int = 1, resume: bool = False) -> dict:
+    """`tfmobile tprune`: (for TPrune) regularize into `regularized_dir` (default OUT-regularized, beside
+    OUT: a fine-tune never writes into a parent of its source) unless `regularizer` is None, then prune,
+    shrink and fine-tune into `out_dir`. Checks the arguments and both output directories before any
+    training starts. resume: continue the stages an earlier `tprune` of the same run left; an explicit
+    `regularized_dir` that holds a regularization of `run_dir` is continued (or reused when finished)."""
     if not 0.0 <= sparsity < 1.0:
         raise ConfigError(f"sparsity must be in [0, 1) (got {sparsity})")
     if method not in METHODS:
         raise ConfigError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
     if align < 1:
         raise ConfigError(f"align must be a positive number of lines (got {align})")
-    if not os.path.exists(RunFiles(run_dir).config):
-        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
-    source = run_dir
+    require_run(run_dir)
+    stage = None if resume else False  # --resume: each stage continues what it left, or starts
+    source, continuing = run_dir, False
     if method == "tprune" and regularizer:
-        source = regularized_dir or os.path.join(out_dir, "regularized")
-        regularize_run(run_dir, source, regularizer, strength, reg_steps, learning_rate, strategy, data_dir, verbose)
+        source = regularized_dir or os.path.normpath(out_dir) + "-regularized"
+        continuing = check_output("regularize", source, [run_dir], None if regularized_dir else stage)
+    continuing |= check_output("tprune", out_dir, [source, run_dir], stage)
+    if resume and not continuing:
+        raise ConfigError(f"--resume: {out_dir} holds no earlier tprune of {run_dir} to continue")
+    if source != run_dir:
+        regularize_run(run_dir, source, regularizer, strength, reg_steps, learning_rate, strategy, data_dir, verbose,
+                       resume=None if regularized_dir else stage)
     return prune_lines_run(source, out_dir, sparsity, method, strategy, finetune_steps, learning_rate, data_dir,
-                           verbose, align)
+                           verbose, align, resume=stage)
 
 
 def _dims(layer) -> dict:

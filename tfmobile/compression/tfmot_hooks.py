@@ -33,10 +33,12 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry as _prune_registry
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pruning_wrapper
 
-from tfmobile.errors import ConfigError, DataError
+from tfmobile.errors import ConfigError
 from tfmobile.layers import (DynamicConv1D, FeedForward, LightweightConv1D, LongShortRangeAttention,
                              MultiHeadAttention, PaddingMask, TokenEmbedding, TransformerDecoderLayer,
                              TransformerEncoderLayer)
+from tfmobile.run import load_run
+from tfmobile.training.finetune import check_output, finetune, finetune_experiment
 from tfmobile.utils import atomic_write_text
 
 sparsity = tfmot.sparsity.keras
@@ -557,32 +559,6 @@ def parse_m_by_n(text: str | None) -> tuple[int, int] | None:
     return m, n
 
 
-def _finetune_experiment(run_dir: str, out_dir: str, steps: int, learning_rate: float | None, suffix: str, note: str):
-    from tfmobile.training.trainer import finetune_experiment
-
-    if os.path.abspath(out_dir) == os.path.abspath(run_dir):
-        raise ConfigError("--out must be a new run directory, not the source run")
-    return finetune_experiment(run_dir, steps, learning_rate, suffix=suffix, note=note)
-
-
-def _check_tokenizers(exp, run_dir: str, data_dir: str | None) -> None:
-    """The fine-tune re-reads the corpus; its SentencePiece model must be the one the run was trained with."""
-    from tfmobile.data import prepare_corpus, train_sentencepiece
-    from tfmobile.training.trainer import RunFiles
-
-    files = RunFiles(run_dir)
-    spm = train_sentencepiece(prepare_corpus(exp.data.corpus, data_dir=data_dir), exp.data.vocab_size,
-                              joint=exp.data.joint_vocab)
-    pairs = [(spm, files.spm())] if exp.data.joint_vocab else [(spm[0], files.spm("src")), (spm[1], files.spm("tgt"))]
-    for new, old in pairs:
-        if not os.path.exists(old):
-            raise DataError(f"{run_dir} has no {os.path.basename(old)}; it is not a complete trained run")
-        with open(new, "rb") as a, open(old, "rb") as b:
-            if a.read() != b.read():
-                raise DataError(f"the tokenizer built from {exp.data.corpus} under --data-dir differs from "
-                                f"{run_dir}'s: pass the --data-dir the run was trained with")
-
-
 def _finish(out_dir: str, record: dict) -> None:
     atomic_write_text(os.path.join(out_dir, "compression.json"), json.dumps(record, indent=2) + "\n")
 
@@ -600,8 +576,6 @@ def prune_run(run_dir: str, out_dir: str, sparsity_target: float | None = None, 
     at 3/4 of the steps and fine-tunes the rest; the learning rate is where the run's schedule ended.
     Trains in float32 whatever the run's precision (see `prune_model`).
     """
-    from tfmobile.training.trainer import load_run, train
-
     if m_by_n is not None:
         implied = m_by_n[0] / m_by_n[1]
         if sparsity_target is not None and abs(sparsity_target - implied) > 1e-9:
@@ -618,20 +592,21 @@ def prune_run(run_dir: str, out_dir: str, sparsity_target: float | None = None, 
     block_size = tuple(block_size)
     pattern = f"{m_by_n[0]}:{m_by_n[1]}" if m_by_n else (f"{block_size[0]}x{block_size[1]} blocks"
                                                          if block_size != (1, 1) else "element-wise")
-    exp = _finetune_experiment(run_dir, out_dir, steps, learning_rate, "pruned",
-                               f"pruned to {sparsity_target:g} sparsity ({schedule}, {pattern})")
+    exp = finetune_experiment(run_dir, steps, learning_rate, suffix="pruned",
+                              note=f"pruned to {sparsity_target:g} sparsity ({schedule}, {pattern})")
     exp.train.precision = "float32"  # see prune_model
+    check_output("prune", out_dir, [run_dir], resume)  # before PruningLog creates its log folder there
     _, source, _ = load_run(run_dir)
     names = prunable_layer_names(source, prune_embeddings)
     _check_pattern(source, names, block_size, m_by_n)
-    _check_tokenizers(exp, run_dir, data_dir)
 
     def transform(model):
         return prune_model(model, sched, block_size, m_by_n, prune_embeddings)
 
-    state = train(exp, out_dir, resume=resume, data_dir=data_dir, verbose=verbose,
-                  init_weights=source.get_weights(), transform=transform,
-                  finalize=lambda model: copy_into_plain(strip(model), exp.model),
+    state = finetune("prune", run_dir, out_dir, exp, resume=resume, data_dir=data_dir, verbose=verbose,
+                     settings={"sparsity": sparsity_target, "schedule": schedule, "pattern": pattern},
+                     init_weights=source.get_weights(), transform=transform,
+                     finalize=lambda model: copy_into_plain(strip(model), exp.model),
                   callbacks=[sparsity.UpdatePruningStep(),
                              PruningLog(os.path.join(out_dir, "logs", "pruning"), every=frequency)])
     report = sparsity_report(load_run(out_dir)[1], names)
@@ -673,16 +648,14 @@ def qat_run(run_dir: str, out_dir: str, steps: int = 200, learning_rate: float |
     `out_dir` (saved with float weights in `build_transformer`'s structure); then
     `tfmobile export OUT --quantize int8`. Trains in float32 (fake quantization has no bfloat16 kernels).
     keep_zeros: keep the zeros of a pruned run (`KeepZeros`)."""
-    from tfmobile.training.trainer import load_run, train
-
-    exp = _finetune_experiment(run_dir, out_dir, steps, learning_rate, "qat",
-                               "quantization-aware trained, 8-bit kernels")
+    exp = finetune_experiment(run_dir, steps, learning_rate, suffix="qat",
+                              note="quantization-aware trained, 8-bit kernels")
     exp.train.precision = "float32"
     _, source, _ = load_run(run_dir)
-    _check_tokenizers(exp, run_dir, data_dir)
-    state = train(exp, out_dir, resume=resume, data_dir=data_dir, verbose=verbose, init_weights=source.get_weights(),
-                  transform=quantize_model, finalize=lambda model: strip_quantization(model, exp.model),
-                  callbacks=[KeepZeros()] if keep_zeros else [])
+    state = finetune("qat", run_dir, out_dir, exp, resume=resume, data_dir=data_dir, verbose=verbose,
+                     settings={"keep_zeros": keep_zeros}, init_weights=source.get_weights(), transform=quantize_model,
+                     finalize=lambda model: strip_quantization(model, exp.model),
+                     callbacks=[KeepZeros()] if keep_zeros else [])
     next_step = f"tfmobile export {out_dir} --quantize int8"
     _finish(out_dir, {"method": "qat", "source_run": os.path.abspath(run_dir), "weights": "8-bit symmetric per-tensor",
                       "steps": steps, "learning_rate": exp.train.learning_rate, "keep_zeros": keep_zeros,

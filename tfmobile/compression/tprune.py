@@ -16,8 +16,9 @@ come in groups that share one mask (section 4.2):
 
 TPrune's strategy prunes "qk", "vo" and "ffn" in the encoder and only "qk" in the decoder (its
 analysis found the decoder's other lines carry no structured sparsity); here the decoder's "qk" covers
-both its self- and encoder-decoder attention. `strategy="all"` prunes every group on both sides. In a
-Lite Transformer (`lsra` layers) the attention branch is left alone and only the FFN and the
+both its self- and encoder-decoder attention. `strategy="all"` prunes every group on both sides. A layer
+kind says whether its self-attention has line groups (`LayerKind.self_attention_lines`): in a Lite
+Transformer (`lsra` layers) the attention branch is left alone and only the FFN and the
 encoder-decoder attention are pruned.
 
 Recipe: train with a group regularizer on these line groups (SSL or Structured Hoyer Square, see
@@ -48,6 +49,7 @@ import tf_keras as keras
 
 from tfmobile.compression.regularizers import REGULARIZERS
 from tfmobile.errors import ConfigError
+from tfmobile.kinds import get_kind
 from tfmobile.layers.attention import MultiHeadAttention
 from tfmobile.models.config import ModelConfig
 
@@ -122,7 +124,7 @@ def line_groups(model: keras.Model, cfg: ModelConfig, strategy: str = "tprune") 
         for i, lc in enumerate(layers):
             layer = model.get_layer(f"{side}_layer_{i}")
             attentions = []
-            if lc.kind == "attention":
+            if get_kind(lc.kind).self_attention_lines:
                 attentions.append(("self_attention", layer.self_attention))
             if side == "decoder":
                 attentions.append(("cross_attention", layer.cross_attention))
@@ -221,7 +223,7 @@ def head_importance(model: keras.Model, cfg: ModelConfig, batches, loss_fn) -> d
     for side, layers in (("encoder", cfg.encoder_layers), ("decoder", cfg.decoder_layers)):
         for i, lc in enumerate(layers):
             layer = model.get_layer(f"{side}_layer_{i}")
-            if lc.kind == "attention":
+            if get_kind(lc.kind).self_attention_lines:
                 attentions[(layer.name, "self_attention")] = layer.self_attention
             if side == "decoder":
                 attentions[(layer.name, "cross_attention")] = layer.cross_attention

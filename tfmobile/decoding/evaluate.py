@@ -1,17 +1,10 @@
-"""Score a trained run, or an exported LiteRT translator, on a corpus split with sacreBLEU."""
+"""Score a translator on a corpus split with sacreBLEU: any translator (`evaluate_translator`), or a trained run."""
 
 from __future__ import annotations
 
-import os
-
 from tfmobile.data import prepare_corpus
 from tfmobile.decoding.scoring import score
-
-
-def is_export(path: str) -> bool:
-    """An export directory (`tfmobile export`), or the model.tflite inside one."""
-    directory = os.path.dirname(path) if path.endswith(".tflite") else path
-    return os.path.exists(os.path.join(directory, "model_meta.json"))
+from tfmobile.decoding.translator import Translator
 
 
 def evaluate_translator(translator, corpus: str, split: str = "test", limit: int | None = None,
@@ -39,23 +32,8 @@ def evaluate_run(model_dir: str, split: str = "test", beam: int = 4, length_pena
                  limit: int | None = None, data_dir: str | None = None, batch_size: int = 32,
                  progress: bool = True, keep_pairs: bool = False) -> dict:
     """sacreBLEU of a run (Keras, beam search); with keep_pairs, also the (source, reference, hypothesis) triples."""
-    from tfmobile.decoding.translator import Translator
-
     translator = Translator.from_run(model_dir, beam_size=beam, length_penalty=length_penalty)
     result = evaluate_translator(translator, translator.exp.data.corpus, split, limit, data_dir, progress,
                                  keep_pairs, batch_size=batch_size)
     result.update({"beam": beam, "length_penalty": length_penalty})
-    return result
-
-
-def evaluate_export(export_dir: str, split: str = "test", limit: int | None = None, data_dir: str | None = None,
-                    num_threads: int = 1, progress: bool = True, keep_pairs: bool = False) -> dict:
-    """sacreBLEU of an exported LiteRT translator (greedy, its in-graph `translate`), on its run's corpus."""
-    from tfmobile.deploy.runtime import LiteTranslator
-
-    translator = LiteTranslator(export_dir, num_threads=num_threads, mode="auto")
-    corpus = translator.meta["source_config"]["data"]["corpus"]
-    result = evaluate_translator(translator, corpus, split, limit, data_dir, progress, keep_pairs)
-    result.update({"beam": 1, "length_penalty": 1.0, "engine": "litert", "quantization": translator.meta["quantization"],
-                   "model_bytes": translator.meta["model_bytes"]})
     return result

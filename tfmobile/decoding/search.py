@@ -93,11 +93,29 @@ class IncrementalDecoder:
         return tf.nn.log_softmax(logits, axis=-1), new_caches
 
 
-def max_decode_length(source, cfg: ModelConfig, ratio: float = 1.5, extra: int = 10):
-    """Length limit (tokens including EOS) for a batch: ratio * longest source + extra, within the model's limit."""
-    src_len = tf.reduce_max(tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.int32), axis=1))
-    limit = tf.cast(tf.cast(src_len, tf.float32) * ratio, tf.int32) + extra
-    return tf.minimum(limit, cfg.max_target_len - 1)
+# The target length rule, one definition for every engine: Keras search, the export graph's `translate`,
+# an app stepping `decode_step`, CTranslate2. A fraction, so Python ints and int32 tensors round alike.
+LENGTH_RATIO = (3, 2)
+LENGTH_EXTRA = 10
+
+
+def target_length_limit(n_source, model_max_target_len: int, max_target_len: int | None = None, minimum=min):
+    """Tokens (EOS included) a translation of `n_source` source tokens (EOS included) may have:
+    ratio * n_source (rounded down) + extra, within the model's position table (max_target_len - 1) and
+    an export's target shape (`max_target_len`). `n_source` is a Python int, or an int32 tensor with
+    `minimum=tf.minimum` (inside a graph)."""
+    cap = model_max_target_len - 1 if max_target_len is None else min(max_target_len, model_max_target_len - 1)
+    return minimum(n_source * LENGTH_RATIO[0] // LENGTH_RATIO[1] + LENGTH_EXTRA, cap)
+
+
+def source_lengths(source):
+    """Non-padding tokens per sentence of a batch of ids [B, S]."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.int32), axis=-1)
+
+
+def max_decode_length(source, cfg: ModelConfig):
+    """`target_length_limit` for a batch: its longest source decides."""
+    return target_length_limit(tf.reduce_max(source_lengths(source)), cfg.max_target_len, minimum=tf.minimum)
 
 
 def greedy_search(decoder: IncrementalDecoder, source, max_len):

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from tfmobile.data.tokenizer import EOS_ID, PAD_ID
 from tfmobile.decoding.search import IncrementalDecoder, beam_search, greedy_search, max_decode_length
 from tfmobile.errors import InputError
+from tfmobile.run import load_run
 
 
 def encode_sources(tokenizer, sentences: list[str], max_tokens: int, limit_note: str) -> list[list[int]]:
@@ -47,8 +48,6 @@ class Translator:
 
     @classmethod
     def from_run(cls, run_dir: str, **kwargs) -> "Translator":
-        from tfmobile.training.trainer import load_run
-
         exp, model, (src_tok, tgt_tok) = load_run(run_dir)
         return cls(exp, model, src_tok, tgt_tok, **kwargs)
 

@@ -41,6 +41,7 @@ import numpy as np
 import tf_keras as keras
 
 from tfmobile.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from tfmobile.decoding.search import target_length_limit
 from tfmobile.deploy.encoder_export import ExportError
 from tfmobile.errors import InputError
 from tfmobile.models.config import ModelConfig
@@ -304,9 +305,10 @@ class CTranslate2Translator:
         self._target_ids = {p: i for i, p in enumerate(target_pieces)}
 
     def max_decoding_length(self, sources: list[list[int]]) -> int:
-        """`tfmobile.decoding.search.max_decode_length` for a batch: tokens including EOS."""
+        """`tfmobile.decoding.search.target_length_limit` for a batch (tfmobile's Translator batches the
+        same way): tokens including EOS."""
         longest = max(len(s) for s in sources) + 1  # the EOS the model appends
-        return min(int(longest * 1.5) + 10, self.max_target_len - 1)
+        return target_length_limit(longest, self.max_target_len)
 
     def translate_ids(self, sources: list[list[int]], max_decoding_length: int | None = None,
                       batch_size: int = 32) -> list[list[int]]:

@@ -14,8 +14,8 @@ shapes):
 the new token. The self-attention cache of each decoder layer is an explicit tensor [1, H, T, d_h]
 (plus the convolution state of a Lite Transformer layer) written in place with DYNAMIC_UPDATE_SLICE.
 `translate` is greedy decoding inside the graph (a WHILE loop): one call per sentence for apps that
-do not want to step the decoder themselves. Its length limit is the Keras decoder's
-(min(ratio * source length + extra, T)), so both give the same translations.
+do not want to step the decoder themselves. Its length limit is `tfmobile.decoding.search.target_length_limit`,
+the Keras decoder's, so both give the same translations.
 
 Quantization (`QUANTIZATIONS`): float32, float16 weights, dynamic-range int8 (int8 weights, float
 activations) and int8 with activations calibrated on a representative dataset from the training
@@ -25,11 +25,16 @@ the float ops).
 Beside the model: the SentencePiece model(s) and `model_meta.json` (signatures with input and output
 names, shapes and dtypes, special ids, maximum lengths, quantization, the GPU-compatibility verdict of
 `tf.lite.experimental.Analyzer`, and the source config).
+
+`export_model` exports a built Keras model and its ModelConfig (tokenizers optional, no run directory);
+`export_translator` does it for a trained run. The directory is replaced by renames, and only an
+earlier export (its model_meta.json format marker) is ever replaced: see `_check_out`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -41,25 +46,20 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmobile.data import prepare_corpus
 from tfmobile.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from tfmobile.decoding.search import IncrementalDecoder
-from tfmobile.layers.attention import dynamic_update_slice
+from tfmobile.decoding.search import (LENGTH_EXTRA, LENGTH_RATIO, IncrementalDecoder, source_lengths,
+                                      target_length_limit)
 from tfmobile.deploy.encoder_export import ExportError, _operator_codes, run_converter, tflite_ops
+from tfmobile.deploy.runtime import META_FILE, META_FORMAT, MODEL_FILE, ModelError, read_meta
+from tfmobile.layers.attention import dynamic_update_slice
 from tfmobile.models.config import ModelConfig
+from tfmobile.run import is_run, load_run, same_or_inside
 from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 SIGNATURES = ("encode", "decode_step", "translate")
-META_FORMAT = "tfmobile-litert/1"
-MODEL_FILE, META_FILE = "model.tflite", "model_meta.json"
-LENGTH_RATIO, LENGTH_EXTRA = 1.5, 10  # tfmobile.decoding.search.max_decode_length
-
-
-def length_limit(n_source: int, max_target_len: int, model_max_target_len: int, ratio: float = LENGTH_RATIO,
-                 extra: int = LENGTH_EXTRA) -> int:
-    """Tokens (EOS included) `translate` may write for a source of `n_source` tokens (EOS included): the
-    rule of the graph below, for engines that decode outside it."""
-    return min(int(n_source * ratio) + extra, max_target_len, model_max_target_len - 1)
+TOKENIZER_FILES = ("spm.model", "spm.src.model", "spm.tgt.model")
 
 
 class TranslatorModule(tf.Module):
@@ -117,9 +117,7 @@ class TranslatorModule(tf.Module):
     def _translate(self, source_ids):
         T = self.max_target_len
         cross = self.decoder.encode(source_ids)
-        src_len = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, PAD_ID), tf.int32))
-        limit = tf.minimum(tf.cast(tf.cast(src_len, tf.float32) * LENGTH_RATIO, tf.int32) + LENGTH_EXTRA,
-                           min(T, self.cfg.max_target_len - 1))
+        limit = target_length_limit(source_lengths(source_ids)[0], self.cfg.max_target_len, T, minimum=tf.minimum)
 
         def cond(t, token, done, ids, caches):
             return tf.logical_and(t < limit, tf.logical_not(done))
@@ -180,6 +178,9 @@ def _decode_step_input_names(module: TranslatorModule) -> list[str]:
     return ["token", "position", "source_mask"] + [s.name for s in module.cross_specs + module.cache_specs]
 
 
+SAVED_MODEL_PREFIX = "tfmobile-export-"  # the SavedModel `convert` writes under the temp folder (/tmp)
+
+
 def convert(module: TranslatorModule, quantize: str = "none", representative=None) -> bytes:
     """The signatures (`signatures_for(quantize)`) as one TFLite flatbuffer with builtin ops only.
 
@@ -189,7 +190,7 @@ def convert(module: TranslatorModule, quantize: str = "none", representative=Non
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     if quantize == "int8" and representative is None:
         raise ExportError("int8 quantization needs a representative dataset (calibration sentences)")
-    with tempfile.TemporaryDirectory(prefix="tfmobile-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SAVED_MODEL_PREFIX}{os.getpid()}-") as tmp:
         logger = tf.get_logger()
         level = logger.level
         logger.setLevel("ERROR")  # "Skipping full serialization of ... Dropout": dropout never runs here
@@ -291,42 +292,132 @@ def float_fallback_ops(flatbuffer: bytes) -> list[str]:
     return sorted(found)
 
 
-def export_translator(run_dir: str, out_dir: str, quantize: str = "none", max_source_len: int | None = None,
-                      max_target_len: int | None = None, calibration_sentences: int = 100,
-                      data_dir: str | None = None, force: bool = False, progress: bool = False) -> dict:
-    """Export a trained run to `out_dir` (model.tflite, model_meta.json, SentencePiece model(s)).
+# ---------------------------------------------------------------------------------------------
+# The export directory: checked before any work, built beside --out, renamed in
 
-    Default maximum lengths: the run's training length limit (`data.max_len`), within the model's
-    position tables. Returns the metadata. The directory is written whole or not at all: files go
-    to a temporary sibling that replaces `out_dir` at the end.
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _stale(name: str, prefix: str, base: str | None = None) -> bool:
+    """`name` is PREFIX{pid}.{base}.* (or PREFIX{pid}-* without base) of a process that is gone."""
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix):]
+    pid, _, tail = rest.partition("." if base is not None else "-")
+    if not pid.isdigit() or (base is not None and not tail.startswith(base + ".")):
+        return False
+    return not _pid_alive(int(pid))
+
+
+TMP_PREFIX, ASIDE_PREFIX = ".tmp-export-", ".old-export-"
+
+
+def clean_interrupted(out_dir: str) -> None:
+    """Tidy what an export killed mid-way left: its `.tmp-export-*` build folder beside `out_dir`, its
+    SavedModel under the temp folder, and an earlier export renamed aside (`.old-export-*`), which is
+    put back when `out_dir` is missing (the kill fell between the two renames) and removed otherwise.
+    Only folders of processes that are gone are touched."""
+    parent, base = os.path.dirname(out_dir), os.path.basename(out_dir)
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, name)
+        if _stale(name, ASIDE_PREFIX, base):
+            old = os.path.join(path, "export")
+            if not os.path.exists(out_dir) and os.path.isdir(old):
+                os.replace(old, out_dir)
+            shutil.rmtree(path, ignore_errors=True)
+        elif _stale(name, TMP_PREFIX, base):
+            shutil.rmtree(path, ignore_errors=True)
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if _stale(name, SAVED_MODEL_PREFIX):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
+def _check_out(out_dir: str, force: bool, protect: list[str]) -> None:
+    """Refuse an --out that must not be written, before any work: a file, a run, a directory holding one
+    of `protect` (the source run), and, without `force`, a non-empty directory. `force` replaces only an
+    earlier export: a directory with tfmobile's model_meta.json and nothing but the files an export writes."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"--out {out_dir} is a file; choose a directory")
+    for path in protect:
+        if same_or_inside(path, out_dir):
+            raise ExportError(f"--out {out_dir} is the run {path} or holds it; choose another --out")
+    if is_run(out_dir):
+        raise ExportError(f"--out {out_dir} holds a run; choose another --out")
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        return
+    if not force:
+        raise ExportError(f"{out_dir} exists and is not empty; choose another --out or pass --force")
+    try:
+        read_meta(out_dir)
+    except ModelError:
+        raise ExportError(f"--force replaces only an earlier export, and {out_dir} is not one (no tfmobile "
+                          f"{META_FILE}); choose another --out") from None
+    other = sorted(set(os.listdir(out_dir)) - {MODEL_FILE, META_FILE, *TOKENIZER_FILES})
+    if other:
+        raise ExportError(f"--force would remove {', '.join(other)} in {out_dir}, which an export did not write; "
+                          "move them or choose another --out")
+
+
+def _swap_in(new_dir: str, out_dir: str) -> None:
+    """Rename `new_dir` to `out_dir`. An earlier export there is renamed aside first and removed last, so
+    at every moment `out_dir` is the old export whole, or the new one whole (or, after a kill between the
+    two renames, missing with the old one whole aside, which `clean_interrupted` puts back)."""
+    aside = None
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        aside = tempfile.mkdtemp(prefix=f"{ASIDE_PREFIX}{os.getpid()}.{os.path.basename(out_dir)}.",
+                                 dir=os.path.dirname(out_dir))
+        os.replace(out_dir, os.path.join(aside, "export"))
+    try:
+        os.replace(new_dir, out_dir)
+    except BaseException:
+        if aside is not None:
+            os.replace(os.path.join(aside, "export"), out_dir)
+            os.rmdir(aside)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def export_model(model: keras.Model, cfg: ModelConfig, out_dir: str, *, tokenizers=None, quantize: str = "none",
+                 max_source_len: int | None = None, max_target_len: int | None = None, calibration=None,
+                 source_config: dict | None = None, source_run: str | None = None, force: bool = False,
+                 protect: tuple[str, ...] = ()) -> dict:
+    """Export a built model (`build_transformer(cfg)`, any weights) to `out_dir`; returns the metadata.
+
+    tokenizers: (source, target) `Tokenizer`s to ship beside the model (the same object for a joint
+    vocabulary), or None for a model without (HAT's latency dataset). Default maximum lengths: the
+    model's position tables. calibration: int8 only, (source id lists ending in EOS, target id lists).
+    source_config / source_run: what the metadata records the model came from. protect: paths --out
+    must not hold (the source run). `force` replaces an earlier export (see `_check_out`).
     """
-    from tfmobile.training.trainer import RunFiles, load_run
-
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and os.listdir(out_dir) and not force:
-        raise ExportError(f"{out_dir} exists and is not empty; choose another --out or pass --force")
-    exp, model, (src_tok, tgt_tok) = load_run(run_dir)
-    cfg = exp.model
-    S = max_source_len or min(exp.data.max_len, cfg.max_source_len)
-    T = max_target_len or min(exp.data.max_len, cfg.max_target_len)
+    clean_interrupted(out_dir)
+    _check_out(out_dir, force, [os.path.abspath(p) for p in protect])
+    S, T = max_source_len or cfg.max_source_len, max_target_len or cfg.max_target_len
     module = TranslatorModule(model, cfg, S, T)
-
     representative = None
     if quantize == "int8":
-        from tfmobile.data import prepare_corpus
-
-        pairs = prepare_corpus(exp.data.corpus, data_dir=data_dir).read("train")
-        pairs = pairs[:: max(1, len(pairs) // calibration_sentences)][:calibration_sentences]
-        sources = [s + [EOS_ID] for s in src_tok.encode([p[0] for p in pairs]) if len(s) < S]
-        targets = tgt_tok.encode([p[1] for p in pairs])
-        representative = representative_samples(module, sources, targets)
+        if not calibration:
+            raise ExportError("int8 quantization needs calibration sentences (source and target ids)")
+        representative = representative_samples(module, *calibration)
     flatbuffer = convert(module, quantize, representative)
 
-    files = RunFiles(run_dir)
-    tokenizers = ({"joint": "spm.model"} if exp.data.joint_vocab
-                  else {"source": "spm.src.model", "target": "spm.tgt.model"})
+    shipped = {}
+    if tokenizers is not None:
+        src, tgt = tokenizers
+        shipped = ({"joint": (src, "spm.model")} if src is tgt
+                   else {"source": (src, "spm.src.model"), "target": (tgt, "spm.tgt.model")})
     meta = {
         "format": META_FORMAT,
         "model_file": MODEL_FILE,
@@ -336,40 +427,63 @@ def export_translator(run_dir: str, out_dir: str, quantize: str = "none", max_so
         "max_source_len": S,
         "max_target_len": T,
         "source_format": "SentencePiece ids of the sentence, then EOS, then PAD up to max_source_len",
-        "translate_length_limit": {"ratio": LENGTH_RATIO, "extra": LENGTH_EXTRA,
-                                   "rule": "min(ratio * source tokens incl. EOS + extra, max_target_len, "
-                                           "model max_target_len - 1)"},
+        "translate_length_limit": {"ratio": LENGTH_RATIO[0] / LENGTH_RATIO[1], "extra": LENGTH_EXTRA,
+                                   "model_max_target_len": cfg.max_target_len,
+                                   "rule": "min(floor(ratio * source tokens incl. EOS) + extra, max_target_len, "
+                                           "model_max_target_len - 1)"},
         "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
         "vocab_size": cfg.vocab_size,
-        "tokenizers": tokenizers,
+        "tokenizers": {side: name for side, (_, name) in shipped.items()},
         "signatures": _io_details(flatbuffer),
         "ops": tflite_ops(flatbuffer),
         "gpu_compatibility": gpu_compatibility(flatbuffer),
-        "source_run": os.path.abspath(run_dir),
-        "source_config": exp.to_dict(),
+        "source_run": os.path.abspath(source_run) if source_run else None,
+        "source_config": source_config or {"model": dataclasses.asdict(cfg)},
     }
     if quantize == "int8":
         meta["int8_float_fallback_ops"] = float_fallback_ops(flatbuffer)
-        meta["calibration_sentences"] = len(representative and [s for s in representative if s[0] == "encode"])
+        meta["calibration_sentences"] = len(calibration[0])
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.{os.path.basename(out_dir)}.", dir=parent)
     try:
         atomic_write_bytes(os.path.join(tmp, MODEL_FILE), flatbuffer)
-        for name in tokenizers.values():
-            side = None if name == "spm.model" else name.split(".")[1]
-            shutil.copyfile(files.spm(side), os.path.join(tmp, name))
+        for tok, name in shipped.values():
+            shutil.copyfile(tok.model_path, os.path.join(tmp, name))
         atomic_write_text(os.path.join(tmp, META_FILE), json.dumps(meta, indent=2) + "\n")
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
 
 
-__all__ = ["LENGTH_EXTRA", "LENGTH_RATIO", "META_FILE", "MODEL_FILE", "QUANTIZATIONS", "SIGNATURES",
-           "TranslatorModule", "convert", "export_translator", "float_fallback_ops", "gpu_compatibility",
-           "representative_samples"]
+def export_translator(run_dir: str, out_dir: str, quantize: str = "none", max_source_len: int | None = None,
+                      max_target_len: int | None = None, calibration_sentences: int = 100,
+                      data_dir: str | None = None, force: bool = False, progress: bool = False) -> dict:
+    """Export a trained run to `out_dir` (model.tflite, model_meta.json, SentencePiece model(s)): `export_model`
+    with the run's model, tokenizers and config. Default maximum lengths: the run's training length limit
+    (`data.max_len`), within the model's position tables. int8 calibrates on `calibration_sentences` of
+    the run's training corpus."""
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    _check_out(os.path.abspath(out_dir), force, [os.path.abspath(run_dir)])  # before loading anything
+    exp, model, (src_tok, tgt_tok) = load_run(run_dir)
+    cfg = exp.model
+    S = max_source_len or min(exp.data.max_len, cfg.max_source_len)
+    T = max_target_len or min(exp.data.max_len, cfg.max_target_len)
+    calibration = None
+    if quantize == "int8":
+        pairs = prepare_corpus(exp.data.corpus, data_dir=data_dir).read("train")
+        pairs = pairs[:: max(1, len(pairs) // calibration_sentences)][:calibration_sentences]
+        encoded = [(s + [EOS_ID], t) for s, t in zip(src_tok.encode([p[0] for p in pairs]),
+                                                      tgt_tok.encode([p[1] for p in pairs])) if len(s) < S]
+        calibration = ([s for s, _ in encoded], [t for _, t in encoded])
+    return export_model(model, cfg, out_dir, tokenizers=(src_tok, tgt_tok), quantize=quantize, max_source_len=S,
+                        max_target_len=T, calibration=calibration, source_config=exp.to_dict(), source_run=run_dir,
+                        force=force, protect=(run_dir,))
+
+
+__all__ = ["META_FILE", "MODEL_FILE", "QUANTIZATIONS", "SIGNATURES", "TranslatorModule", "clean_interrupted", "convert",
+           "export_model", "export_translator", "float_fallback_ops", "gpu_compatibility", "representative_samples"]

@@ -3,7 +3,9 @@
 `TranslatorRunner` knows only the signature contract (see `tfmobile.deploy.export`): it discovers names,
 shapes and dtypes from the model, feeds `decode_step` from `encode`'s outputs and from its own previous
 outputs, and starts the caches at zero. `LiteTranslator` adds the export directory around it
-(`model_meta.json`, the SentencePiece model) to translate sentences, as `tfmobile evaluate --tflite` does.
+(`model_meta.json`, the SentencePiece model) to translate sentences; `evaluate_export` scores one.
+
+An export directory is recognised by its `model_meta.json` and the format marker in it (`META_FORMAT`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,52 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmobile.data.tokenizer import Tokenizer
+from tfmobile.decoding.evaluate import evaluate_translator
+from tfmobile.decoding.search import target_length_limit
+from tfmobile.decoding.translator import encode_sources
 from tfmobile.errors import TfmobileError
 
 REQUIRED_SIGNATURES = ("encode", "decode_step")
 DEFAULT_BOS = 2
+META_FORMAT = "tfmobile-litert/1"
+MODEL_FILE, META_FILE = "model.tflite", "model_meta.json"
+META_KEYS = ("format", "model_file", "quantization", "max_source_len", "max_target_len", "special_ids", "tokenizers",
+             "translate_length_limit")
 
 
 class ModelError(TfmobileError):
     """A file that is not a loadable exported translator."""
+
+
+def export_dir_of(path: str) -> str:
+    """The export directory of `path`: itself, or the folder of the model.tflite inside one."""
+    path = str(path)
+    return (os.path.dirname(path) or ".") if path.endswith(".tflite") else path
+
+
+def is_export(path: str) -> bool:
+    """An export directory (`tfmobile export`), or the model.tflite inside one: it has a model_meta.json."""
+    return os.path.isfile(os.path.join(export_dir_of(path), META_FILE))
+
+
+def read_meta(export_dir: str) -> dict:
+    """model_meta.json of an export directory; ModelError when missing, empty, corrupt or not ours."""
+    path = os.path.join(export_dir, META_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise ModelError(f"{export_dir} is not an export directory (no {META_FILE}); "
+                         "make one with `tfmobile export`") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path} is not valid JSON ({e}); export the model again") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise ModelError(f"{path} is not tfmobile export metadata (format {META_FORMAT}); export the model again")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{path} lacks {', '.join(missing)}; export the model again")
+    return meta
 
 
 @contextlib.contextmanager
@@ -171,19 +211,8 @@ class LiteTranslator:
     """
 
     def __init__(self, export_dir: str, num_threads: int = 1, mode: str = "auto"):
-        from tfmobile.data.tokenizer import Tokenizer
-
-        if str(export_dir).endswith(".tflite"):  # the model file inside an export directory
-            export_dir = os.path.dirname(export_dir) or "."
-        meta_path = os.path.join(export_dir, "model_meta.json")
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                self.meta = json.load(f)
-        except FileNotFoundError:
-            raise ModelError(f"{export_dir} is not an export directory (no model_meta.json); "
-                             "make one with `tfmobile export`") from None
-        except ValueError as e:
-            raise ModelError(f"{meta_path} is not valid JSON ({e})") from None
+        export_dir = export_dir_of(export_dir)
+        self.meta = read_meta(export_dir)
         if mode not in ("auto", "translate", "steps"):
             raise ModelError(f"mode must be 'auto', 'translate' or 'steps', got {mode!r}")
         ids = self.meta["special_ids"]
@@ -194,24 +223,23 @@ class LiteTranslator:
             raise ModelError(f"{export_dir}: the model has no translate signature; use mode='steps'")
         self.mode = ("translate" if self.runner.has_translate else "steps") if mode == "auto" else mode
         toks = self.meta["tokenizers"]
+        if not toks:
+            raise ModelError(f"{export_dir} was exported without a tokenizer: run its signatures with TranslatorRunner")
         src = Tokenizer(os.path.join(export_dir, toks.get("joint") or toks["source"]))
         self.src_tokenizer = src
         self.tgt_tokenizer = src if "joint" in toks else Tokenizer(os.path.join(export_dir, toks["target"]))
         self.max_source_tokens = self.runner.max_source_len - 1  # EOS takes one position
 
     def encode_source(self, sentences: list[str]) -> list[list[int]]:
-        from tfmobile.decoding.translator import encode_sources
-
         return encode_sources(self.src_tokenizer, sentences, self.max_source_tokens,
                               f"the exported model (max_source_len {self.runner.max_source_len}); split it, "
                               "or export with a larger --max-source-len")
 
-    def _length_limit(self, n_source: int) -> int:
-        from tfmobile.deploy.export import length_limit
-
+    def length_limit(self, n_source: int) -> int:
+        """The export graph's `translate` limit for a source of `n_source` tokens (EOS included)."""
         rule = self.meta["translate_length_limit"]
-        return length_limit(n_source, self.meta["max_target_len"], self.meta["source_config"]["model"]["max_target_len"],
-                            rule["ratio"], rule["extra"])
+        model_max = rule.get("model_max_target_len") or self.meta["source_config"]["model"]["max_target_len"]
+        return target_length_limit(n_source, model_max, self.meta["max_target_len"])
 
     def translate_ids(self, sources: list[list[int]], progress: bool = False) -> list[list[int]]:
         from tqdm.auto import tqdm
@@ -225,7 +253,7 @@ class LiteTranslator:
                 results.append(out["target_ids"][0, :int(out["target_length"][0])].tolist())
                 continue
             state, token, hyp = self.runner.start_state(self.runner.encode(ids)), self.runner.bos_id, []
-            for position in range(self._length_limit(len(src))):
+            for position in range(self.length_limit(len(src))):
                 token = self.runner.step(state, token, position)
                 if token == self.eos_id:
                     break
@@ -239,4 +267,18 @@ class LiteTranslator:
         return self.tgt_tokenizer.decode(self.translate_ids(self.encode_source(sentences), progress=progress))
 
 
-__all__ = ["HatRun", "LiteTranslator", "ModelError", "TranslatorRunner"]
+def evaluate_export(export_dir: str, split: str = "test", limit: int | None = None, data_dir: str | None = None,
+                    num_threads: int = 1, progress: bool = True, keep_pairs: bool = False) -> dict:
+    """sacreBLEU of an exported LiteRT translator (greedy, its in-graph `translate`), on its run's corpus."""
+    translator = LiteTranslator(export_dir, num_threads=num_threads, mode="auto")
+    corpus = (translator.meta.get("source_config") or {}).get("data", {}).get("corpus")
+    if not corpus:
+        raise ModelError(f"{export_dir} records no corpus (it was exported from a model, not a run)")
+    result = evaluate_translator(translator, corpus, split, limit, data_dir, progress, keep_pairs)
+    result.update({"beam": 1, "length_penalty": 1.0, "engine": "litert", "quantization": translator.meta["quantization"],
+                   "model_bytes": translator.meta["model_bytes"]})
+    return result
+
+
+__all__ = ["HatRun", "LiteTranslator", "META_FILE", "META_FORMAT", "MODEL_FILE", "ModelError", "TranslatorRunner",
+           "evaluate_export", "export_dir_of", "is_export", "read_meta"]

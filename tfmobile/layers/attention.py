@@ -19,7 +19,15 @@ import tf_keras as keras
 # XlaDynamicUpdateSlice has no tf.* wrapper; it runs on CPU without XLA and the TFLite converter maps it
 from tensorflow.compiler.tf2xla.python import xla
 
-NEG_INF = -1e9
+# The additive bias of a hidden position: -1e9 where the dtype holds it with room to spare, else a quarter
+# of the dtype's most negative finite value (float16: -16376). A padding and a causal bias are added, and
+# the scores on top: the sum stays finite, so softmax never meets -inf - -inf (NaN), and exp(-16376) is 0.
+LARGE_NEGATIVE = -1e9
+
+
+def mask_value(dtype) -> float:
+    """The additive bias that hides a position from attention computed in `dtype`."""
+    return max(LARGE_NEGATIVE, float(tf.as_dtype(dtype).min) / 4)
 
 
 def split_heads(x, num_heads: int):
@@ -42,16 +50,19 @@ def dynamic_update_slice(x, update, start):
     return xla.dynamic_update_slice(x, update, start)
 
 
-def padding_bias(mask):
-    """float mask [B, S] (1 = token) -> additive bias [B, 1, 1, S] (0 or -1e9)."""
+def padding_bias(mask, dtype=None):
+    """float mask [B, S] (1 = token) -> additive bias [B, 1, 1, S] in `dtype` (default the mask's): 0 or
+    `mask_value(dtype)`."""
+    dtype = tf.as_dtype(dtype or mask.dtype)
+    hidden = 1.0 - tf.cast(mask, dtype)
     # expand_dims, not [:, None, None, :]: with dynamic shapes that strided slice converts to a Flex op
-    return tf.expand_dims(tf.expand_dims(1.0 - mask, 1), 1) * NEG_INF
+    return tf.expand_dims(tf.expand_dims(hidden, 1), 1) * mask_value(dtype)
 
 
 def causal_bias(length, dtype=tf.float32):
     """[1, 1, T, T] additive bias that hides future positions."""
     allowed = tf.linalg.band_part(tf.ones([length, length], dtype), -1, 0)
-    return ((1.0 - allowed) * NEG_INF)[None, None]
+    return ((1.0 - allowed) * mask_value(dtype))[None, None]
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -67,7 +78,8 @@ class MultiHeadAttention(keras.layers.Layer):
         causal: hide future positions (decoder self-attention).
 
     Call: `layer([query, key_value, key_mask])` with query [B, T, d_q], key_value [B, S, d_kv] and
-    key_mask [B, S] (1 = token, 0 = padding) -> [B, T, output_dim].
+    key_mask [B, S] (1 = token, 0 = padding) -> [B, T, output_dim]; self-attention may be called
+    `layer([x, mask])` (the self-attention sublayer form of `tfmobile.kinds`).
     """
 
     def __init__(self, num_heads: int, qk_dim: int, v_dim: int, output_dim: int, dropout: float = 0.0,
@@ -81,7 +93,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.causal = causal
 
     def build(self, input_shape):
-        query_shape, kv_shape = input_shape[0], input_shape[1]
+        query_shape, kv_shape = input_shape[0], input_shape[-2]
         self.query_dense = keras.layers.Dense(self.qk_dim, kernel_initializer="glorot_uniform", name="query")
         self.key_dense = keras.layers.Dense(self.qk_dim, kernel_initializer="glorot_uniform", name="key")
         self.value_dense = keras.layers.Dense(self.v_dim, kernel_initializer="glorot_uniform", name="value")
@@ -128,7 +140,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_k = self.update_cache(cache_k, k, position)
         cache_v = self.update_cache(cache_v, v, position)
         visible = tf.cast(tf.range(tf.shape(cache_k)[2]) <= position, cache_k.dtype)
-        bias = tf.reshape((1.0 - visible) * NEG_INF, [1, 1, 1, -1])  # hide the positions not yet written
+        bias = tf.reshape((1.0 - visible) * mask_value(visible.dtype), [1, 1, 1, -1])  # positions not yet written
         return self.attend(self.project_query(query), cache_k, cache_v, bias), cache_k, cache_v
 
     def initial_cache(self, batch_size, max_length, dtype=None):
@@ -144,10 +156,10 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # -- whole sequences -----------------------------------------------------------------------
     def call(self, inputs, training=None):
-        query, key_value, key_mask = inputs
+        query, key_value, key_mask = inputs if len(inputs) == 3 else (inputs[0], *inputs)
         q = self.project_query(query)
         k, v = self.project_key_value(key_value)
-        bias = padding_bias(key_mask)
+        bias = padding_bias(key_mask, q.dtype)
         if self.causal:
             bias = bias + causal_bias(tf.shape(query)[1], bias.dtype)
         return self.attend(q, k, v, bias, training=training)

@@ -16,7 +16,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmobile.layers.attention import MultiHeadAttention, padding_bias
-from tfmobile.layers.lsra import LongShortRangeAttention
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -52,17 +51,24 @@ class FeedForward(keras.layers.Layer):
 
 
 class _TransformerLayer(keras.layers.Layer):
-    """What encoder and decoder layers share: the hyper-parameters of self-attention and FFN, and the
-    pre/post-norm residual wiring."""
+    """What encoder and decoder layers share: the self-attention sublayer of a layer kind, the FFN's
+    hyper-parameters, and the pre/post-norm residual wiring.
 
-    def __init__(self, num_heads: int, qk_dim: int, v_dim: int, ffn_dim: int, normalize_before: bool = True,
+    The self-attention sublayer is given as a Keras layer config (`keras.layers.serialize` of a layer,
+    or what a `tfmobile.kinds` kind's factory returns) and built here as `self.self_attention`: any
+    registered layer that is called `sublayer([x, mask])` -> [B, T, d], has `get_prunable_weights()`
+    and, in a decoder, `initial_cache` / `step`. `kind` is the name of the layer kind that chose it,
+    recorded for the tools that ask the kind about this layer (QAT's QuantizeConfig).
+    """
+
+    def __init__(self, self_attention, ffn_dim: int, kind: str | None = None, normalize_before: bool = True,
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation: str = "relu", lsra: dict | None = None, **kwargs):
+                 activation: str = "relu", **kwargs):
         super().__init__(**kwargs)
-        self.lsra = dict(lsra) if lsra else None
-        self.num_heads = num_heads
-        self.qk_dim = qk_dim
-        self.v_dim = v_dim
+        if isinstance(self_attention, keras.layers.Layer):
+            self_attention = keras.layers.serialize(self_attention)
+        self.self_attention_config = dict(self_attention)
+        self.kind = kind
         self.ffn_dim = ffn_dim
         self.normalize_before = normalize_before
         self.dropout = dropout
@@ -70,27 +76,14 @@ class _TransformerLayer(keras.layers.Layer):
         self.activation_dropout = activation_dropout
         self.activation = activation
 
-    def _build_self_attention(self, x_shape, mask_shape, causal: bool):
-        """Multi-head self-attention, or Long-Short Range Attention when the layer is an `lsra` layer
-        (Lite Transformer: then num_heads are the attention branch's heads and qk_dim/v_dim are unused)."""
-        d = x_shape[-1]
-        if self.lsra is None:
-            self.self_attention = MultiHeadAttention(self.num_heads, self.qk_dim, self.v_dim, d, causal=causal,
-                                                     dropout=self.attention_dropout, name="self_attention")
-            self.self_attention.build([x_shape, x_shape, mask_shape])
-        else:
-            self.self_attention = LongShortRangeAttention(self.num_heads, causal=causal,
-                                                          attention_dropout=self.attention_dropout, **self.lsra,
-                                                          name="self_attention")
-            self.self_attention.build([x_shape, mask_shape])
-
-    def _self_attend(self, h, mask, training):
-        if self.lsra is None:
-            return self.self_attention([h, h, mask], training=training)
-        return self.self_attention([h, mask], training=training)
+    def _build_self_attention(self, x_shape, mask_shape):
+        # the sublayer's name and precision are the parent's business (weight paths, mixed policies)
+        config = {**self.self_attention_config["config"], "name": "self_attention", "dtype": self.dtype_policy}
+        self.self_attention = keras.layers.deserialize({**self.self_attention_config, "config": config})
+        self.self_attention.build([x_shape, mask_shape])
 
     def get_prunable_weights(self):
-        """The kernels of self-attention (or LSRA), encoder-decoder attention and FFN (TF-MOT's
+        """The kernels of the self-attention sublayer, encoder-decoder attention and FFN (TF-MOT's
         `PrunableLayer`); biases and LayerNorm stay dense."""
         sublayers = [self.self_attention, getattr(self, "cross_attention", None), self.ffn]
         return [w for layer in sublayers if layer is not None for w in layer.get_prunable_weights()]
@@ -102,10 +95,10 @@ class _TransformerLayer(keras.layers.Layer):
         return x if self.normalize_before else norm(x)
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
-                "ffn_dim": self.ffn_dim, "normalize_before": self.normalize_before, "dropout": self.dropout,
+        return {**super().get_config(), "self_attention": self.self_attention_config, "ffn_dim": self.ffn_dim,
+                "kind": self.kind, "normalize_before": self.normalize_before, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
-                "activation": self.activation, "lsra": self.lsra}
+                "activation": self.activation}
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -113,8 +106,10 @@ class TransformerEncoderLayer(_TransformerLayer):
     """Self-attention + FFN. Call `layer([x, mask])`: x [B, S, d], mask [B, S] -> [B, S, d].
 
     Args:
-        num_heads, qk_dim, v_dim: self-attention heads and widths.
+        self_attention: the self-attention sublayer, a Keras layer or its config (see `_TransformerLayer`),
+            e.g. `MultiHeadAttention(num_heads, qk_dim, v_dim, d)`.
         ffn_dim: FFN hidden width.
+        kind: the `tfmobile.kinds` kind that chose the sublayer.
         normalize_before: pre-norm if True, post-norm otherwise.
         dropout, attention_dropout, activation_dropout: as in fairseq.
         activation: FFN activation.
@@ -123,7 +118,7 @@ class TransformerEncoderLayer(_TransformerLayer):
     def build(self, input_shape):
         x_shape = input_shape[0]
         d = x_shape[-1]
-        self._build_self_attention(x_shape, input_shape[1], causal=False)
+        self._build_self_attention(x_shape, input_shape[1])
         self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
         self.self_attention_norm.build(x_shape)
         self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
@@ -135,7 +130,8 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def call(self, inputs, training=None):
         x, mask = inputs
-        x = self._residual(x, self.self_attention_norm, lambda h: self._self_attend(h, mask, training), training)
+        x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention([h, mask], training=training),
+                           training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
 
 
@@ -147,13 +143,13 @@ class TransformerDecoderLayer(_TransformerLayer):
     -> [B, T, d]. Padded target positions need no mask: they only see earlier positions and the loss
     ignores them.
 
-    Args: as `TransformerEncoderLayer`, plus cross_num_heads, cross_qk_dim, cross_v_dim: heads and
-    widths of the encoder-decoder attention.
+    Args: as `TransformerEncoderLayer` (the self-attention sublayer causal), plus cross_num_heads,
+    cross_qk_dim, cross_v_dim: heads and widths of the encoder-decoder attention.
     """
 
-    def __init__(self, num_heads: int, qk_dim: int, v_dim: int, cross_num_heads: int, cross_qk_dim: int,
-                 cross_v_dim: int, ffn_dim: int, **kwargs):
-        super().__init__(num_heads, qk_dim, v_dim, ffn_dim, **kwargs)
+    def __init__(self, self_attention, cross_num_heads: int, cross_qk_dim: int, cross_v_dim: int, ffn_dim: int,
+                 **kwargs):
+        super().__init__(self_attention, ffn_dim, **kwargs)
         self.cross_num_heads = cross_num_heads
         self.cross_qk_dim = cross_qk_dim
         self.cross_v_dim = cross_v_dim
@@ -161,7 +157,7 @@ class TransformerDecoderLayer(_TransformerLayer):
     def build(self, input_shape):
         x_shape, memory_shape, memory_mask_shape = input_shape
         d = x_shape[-1]
-        self._build_self_attention(x_shape, x_shape[:-1], causal=True)
+        self._build_self_attention(x_shape, x_shape[:-1])
         self.cross_attention = MultiHeadAttention(self.cross_num_heads, self.cross_qk_dim, self.cross_v_dim, d,
                                                   dropout=self.attention_dropout, name="cross_attention")
         self.cross_attention.build([x_shape, memory_shape, memory_mask_shape])
@@ -178,21 +174,22 @@ class TransformerDecoderLayer(_TransformerLayer):
     def call(self, inputs, training=None):
         x, memory, memory_mask = inputs
         ones = tf.ones(tf.shape(x)[:2], x.dtype)
-        x = self._residual(x, self.self_attention_norm, lambda h: self._self_attend(h, ones, training), training)
+        x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention([h, ones], training=training),
+                           training)
         x = self._residual(x, self.cross_attention_norm,
                            lambda h: self.cross_attention([h, memory, memory_mask], training=training), training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
 
     def initial_cache(self, batch_size, max_length):
-        """The zero state of `step`: (keys, values) caches, plus the convolution state for an lsra layer."""
+        """The zero state of `step`: the self-attention sublayer's (e.g. key and value caches)."""
         return self.self_attention.initial_cache(batch_size, max_length)
 
     def step(self, x, position, cache, cross_k, cross_v, memory_bias):
         """One decoding step.
 
         x [B, 1, d]; position: scalar int (index of this token); cache: this layer's state from
-        `initial_cache` or the previous step (fixed-shape key/value caches [B, H, T_max, d_h], plus the last
-        K-1 convolution inputs for an lsra layer); cross_k/cross_v:
+        `initial_cache` or the previous step (the self-attention sublayer's state, e.g. fixed-shape key/value
+        caches [B, H, T_max, d_h]); cross_k/cross_v:
         `cross_attention.project_key_value(memory)`; memory_bias: `padding_bias(memory_mask)`.
         Returns (x, cache) with this step written.
         """

@@ -24,10 +24,9 @@ from typing import Any
 import yaml
 
 from tfmobile.errors import ConfigError
+from tfmobile.kinds import get_kind, kind_names
 from tfmobile.models.presets import preset_path
 
-LAYER_KINDS = ("attention", "lsra")  # lsra: Lite Transformer's Long-Short Range Attention replaces self-attention
-CONV_TYPES = ("lightweight", "dynamic")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 ACTIVATIONS = ("relu", "gelu", "swish", "silu", "tanh")
@@ -41,25 +40,26 @@ def ranged(default, **rule):
 
 @dataclass(kw_only=True)
 class EncoderLayerConfig:
-    """One encoder layer: self-attention (or LSRA) then FFN."""
+    """One encoder layer: the self-attention sublayer of its kind (`tfmobile.kinds`), then FFN."""
 
     ffn_dim: int
     num_heads: int
     qk_dim: int  # total width of the query and key projections (all heads)
     v_dim: int  # total width of the value projection (all heads), input of W_O
     kind: str = "attention"
-    # kind "lsra" only (Wu et al. 2020): channels for the attention branch (None: embed_dim // 2; the rest
-    # go to the convolution branch), the convolution and its heads (None: num_heads), GLU before it
-    attention_dim: int | None = None
-    conv_type: str = "lightweight"
-    kernel_size: int = 3
-    conv_heads: int | None = None
-    glu: bool = True
+    # the kind's own settings (its `LayerKind.config` dataclass, None for a kind without any), written in
+    # YAML under the kind's name: `kind: lsra, lsra: {kernel_size: 7}`
+    kind_config: Any = None
+
+    def __post_init__(self):
+        if self.kind_config is None and self.kind in kind_names():  # an unknown kind: validate() names it
+            settings = get_kind(self.kind).config
+            self.kind_config = settings() if settings is not None else None
 
 
 @dataclass(kw_only=True)
 class DecoderLayerConfig(EncoderLayerConfig):
-    """One decoder layer: causal self-attention (or LSRA), encoder-decoder attention, FFN."""
+    """One decoder layer: causal self-attention of its kind, encoder-decoder attention, FFN."""
 
     cross_num_heads: int
     cross_qk_dim: int
@@ -107,9 +107,9 @@ class ModelConfig:
                 f"(got {self.encoder_embed_dim} and {self.decoder_embed_dim})"
             )
         for side, layers in (("encoder", self.encoder_layers), ("decoder", self.decoder_layers)):
+            d = self.encoder_embed_dim if side == "encoder" else self.decoder_embed_dim
             for i, l in enumerate(layers):
-                if l.kind not in LAYER_KINDS:
-                    raise ConfigError(f"{side} layer {i}: unknown kind {l.kind!r} (known: {', '.join(LAYER_KINDS)})")
+                self._validate_kind(f"{side} layer {i}", l, d)
                 pairs = [("qk_dim", l.qk_dim, l.num_heads), ("v_dim", l.v_dim, l.num_heads)]
                 if side == "decoder":
                     pairs += [("cross_qk_dim", l.cross_qk_dim, l.cross_num_heads),
@@ -119,9 +119,6 @@ class ModelConfig:
                         raise ConfigError(f"{side} layer {i}: {name}={dim} must be a positive multiple of its heads ({heads})")
                 if l.ffn_dim < 1:
                     raise ConfigError(f"{side} layer {i}: ffn_dim must be positive")
-                if l.kind == "lsra":
-                    d = self.encoder_embed_dim if side == "encoder" else self.decoder_embed_dim
-                    self._validate_lsra(f"{side} layer {i}", l, d)
         for i, l in enumerate(self.decoder_layers):
             if not 1 <= l.encoder_layers_attended <= len(self.encoder_layers):
                 raise ConfigError(
@@ -136,19 +133,19 @@ class ModelConfig:
         return self
 
     @staticmethod
-    def _validate_lsra(where: str, l, d: int) -> None:
-        d_a = l.attention_dim if l.attention_dim is not None else d // 2
-        d_c = d - d_a
-        conv_heads = l.conv_heads or l.num_heads
-        if l.conv_type not in CONV_TYPES:
-            raise ConfigError(f"{where}: unknown conv_type {l.conv_type!r} (known: {', '.join(CONV_TYPES)})")
-        if not 0 < d_a < d:
-            raise ConfigError(f"{where}: attention_dim={d_a} must leave channels for both branches of d={d}")
-        if d_a % l.num_heads or d_c % conv_heads:
-            raise ConfigError(f"{where}: attention channels {d_a} must be a multiple of num_heads ({l.num_heads}) "
-                              f"and convolution channels {d_c} of conv_heads ({conv_heads})")
-        if l.kernel_size < 1:
-            raise ConfigError(f"{where}: kernel_size must be positive")
+    def _validate_kind(where: str, l, d: int) -> None:
+        """The layer's kind is registered, its settings are of the kind's config class, and the kind accepts them."""
+        try:
+            kind = get_kind(l.kind)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if kind.config is None and l.kind_config is not None:
+            raise ConfigError(f"{where}: kind {l.kind!r} has no settings (got {l.kind_config!r})")
+        if kind.config is not None and not isinstance(l.kind_config, kind.config):
+            raise ConfigError(f"{where}: the settings of kind {l.kind!r} must be a {kind.config.__name__} "
+                              f"(got {type(l.kind_config).__name__})")
+        if kind.validate is not None:
+            kind.validate(where, l, d)
 
     @property
     def max_encoder_layers_attended(self) -> int:
@@ -198,7 +195,14 @@ class ExperimentConfig:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data; each layer's kind settings under the kind's name, as YAML writes them."""
+        d = dataclasses.asdict(self)
+        for side in ("encoder_layers", "decoder_layers"):
+            for layer in d["model"][side]:
+                settings = layer.pop("kind_config")
+                if settings is not None:
+                    layer[layer["kind"]] = settings
+        return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -349,32 +353,85 @@ def _fill(cls, raw, where: str):
     return cls(**{n: check_value(v, hints[n], dict(fields[n].metadata), f"{where}.{n}") for n, v in raw.items()})
 
 
+def _misplaced_kind_setting(where: str, keys) -> None:
+    """The old flat form (`kind: lsra, kernel_size: 7` at layer level): say how to write it now."""
+    for key in sorted(map(str, keys)):
+        for name in kind_names():
+            settings = get_kind(name).config
+            if settings is not None and key in {f.name for f in dataclasses.fields(settings)}:
+                raise ConfigError(f"{where}: {key!r} belongs to the {name} kind: write it as {name}: {{{key}: ...}}")
+
+
+def _kind_settings(layer, where: str):
+    """A per-layer dict with its kind's settings, written under the kind's name, parsed into `kind_config`."""
+    if not isinstance(layer, dict):
+        return layer  # the loader says what a layer must be
+    layer = dict(layer)
+    name = layer.get("kind", "attention")
+    try:
+        kind = get_kind(name)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    _misplaced_kind_setting(where, set(layer) - {f.name for f in dataclasses.fields(DecoderLayerConfig)})
+    if "kind_config" in layer:
+        raise ConfigError(f"{where}: unknown key kind_config (a kind's settings go under its name, e.g. lsra: {{...}})")
+    others = [k for k in kind_names() if k in layer and k != name]
+    if others:
+        raise ConfigError(f"{where}: {others[0]} settings given for a layer of kind {name!r}")
+    if kind.config is None:
+        return layer
+    settings = layer.pop(name, None)
+    layer["kind_config"] = _fill(kind.config, {} if settings is None else settings, f"{where}.{name}")
+    return layer
+
+
 def _stack(raw, side: str, embed_dim: int) -> list[dict]:
-    """Expand `encoder:`/`decoder:` (compact or explicit `layers:` list) into per-layer dicts."""
+    """Expand `encoder:`/`decoder:` (compact or explicit `layers:` list) into per-layer dicts.
+
+    A kind's settings sit under its name, `lsra: {kernel_size: [3, 7], conv_type: dynamic}`; in the compact
+    form their lists broadcast per layer like the other fields, and apply to the layers of that kind."""
     if raw is None:
         raise ConfigError(f"model.{side} is missing")
-    if isinstance(raw, list):  # already per-layer
-        return raw
+    if isinstance(raw, dict) and "layers" in raw:
+        if len(raw) > 1:
+            raise ConfigError(f"model.{side}: give either 'layers' or compact per-layer fields, not both")
+        raw = raw["layers"]
+        if not isinstance(raw, list):
+            return raw  # the loader says what `layers` must be
+    if isinstance(raw, list):  # already per-layer (as a saved config.yaml writes them)
+        return [_kind_settings(l, f"model.{side}.layers[{i}]") for i, l in enumerate(raw)]
     if not isinstance(raw, dict):
         raise ConfigError(f"model.{side} must be a mapping or a list of layers")
     raw = dict(raw)
-    if "layers" in raw:
-        if len(raw) > 1:
-            raise ConfigError(f"model.{side}: give either 'layers' or compact per-layer fields, not both")
-        return raw["layers"]
     n = raw.pop("num_layers", None)
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"model.{side}.num_layers must be a positive integer")
+    sections = {name: raw.pop(name) for name in kind_names() if name in raw}
     defaults = {"ffn_dim": 4 * embed_dim, "num_heads": 8, "kind": "attention"}
-    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind", "attention_dim", "conv_type", "kernel_size",
-            "conv_heads", "glu"]
+    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind"]
     if side == "decoder":
         keys += ["cross_num_heads", "cross_qk_dim", "cross_v_dim", "encoder_layers_attended"]
     unknown = set(raw) - set(keys)
     if unknown:
-        raise ConfigError(f"model.{side}: unknown key(s) {', '.join(sorted(unknown))} (known: num_layers, {', '.join(keys)})")
+        _misplaced_kind_setting(f"model.{side}", unknown)
+        raise ConfigError(f"model.{side}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                          f"(known: num_layers, {', '.join(keys)}, and a kind's settings under its name: "
+                          f"{', '.join(k for k in kind_names() if get_kind(k).config is not None)})")
     cols = {k: _per_layer(raw[k] if k in raw else defaults[k], n, f"model.{side}.{k}")
             for k in keys if k in raw or k in defaults}
+    for name in cols["kind"]:
+        try:
+            get_kind(name)
+        except ConfigError as e:
+            raise ConfigError(f"model.{side}.kind: {e}") from None
+    for name, section in sections.items():
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"model.{side}.{name} must be a mapping of the {name} kind's settings (got {_show(section)})")
+        if name not in cols["kind"]:
+            raise ConfigError(f"model.{side}.{name}: no layer is of kind {name!r}")
+        sections[name] = {k: _per_layer(v, n, f"model.{side}.{name}.{k}") for k, v in section.items()}
     layers = []
     for i in range(n):
         d = {k: v[i] for k, v in cols.items()}
@@ -384,7 +441,9 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
             d.setdefault("cross_num_heads", d["num_heads"])
             d.setdefault("cross_qk_dim", embed_dim)
             d.setdefault("cross_v_dim", embed_dim)
-        layers.append(d)
+        if d["kind"] in sections:
+            d[d["kind"]] = {k: v[i] for k, v in sections[d["kind"]].items()}
+        layers.append(_kind_settings(d, f"model.{side}.layers[{i}]"))
     return layers
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+from tfmobile.kinds import SelfAttentionContext, get_kind
 from tfmobile.layers import PaddingMask, TokenEmbedding, TransformerDecoderLayer, TransformerEncoderLayer
 from tfmobile.models.config import ModelConfig
 
@@ -19,12 +20,12 @@ def encoder_memory_names(k: int) -> tuple[str, str]:
     return f"encoder_memory_{k}", f"encoder_memory_mask_{k}"
 
 
-def lsra_settings(cfg: ModelConfig, layer) -> dict | None:
-    """The `lsra` argument of an encoder/decoder layer: None for plain self-attention."""
-    if layer.kind != "lsra":
-        return None
-    return {"attention_dim": layer.attention_dim, "conv_type": layer.conv_type, "kernel_size": layer.kernel_size,
-            "conv_heads": layer.conv_heads, "glu": layer.glu, "weight_dropout": cfg.weight_dropout}
+def self_attention(cfg: ModelConfig, layer, side: str) -> dict:
+    """The Keras config of a layer's self-attention sublayer, as its kind builds it."""
+    d = cfg.encoder_embed_dim if side == "encoder" else cfg.decoder_embed_dim
+    ctx = SelfAttentionContext(d=d, causal=side == "decoder", attention_dropout=cfg.attention_dropout,
+                               weight_dropout=cfg.weight_dropout)
+    return get_kind(layer.kind).self_attention(layer, ctx)
 
 
 def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Model:
@@ -47,10 +48,9 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
     outputs = []
     for i, lc in enumerate(cfg.encoder_layers):
         x = TransformerEncoderLayer(
-            lc.num_heads, lc.qk_dim, lc.v_dim, lc.ffn_dim, normalize_before=cfg.normalize_before,
+            self_attention(cfg, lc, "encoder"), lc.ffn_dim, kind=lc.kind, normalize_before=cfg.normalize_before,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, activation=cfg.activation, lsra=lsra_settings(cfg, lc),
-            name=f"encoder_layer_{i}",
+            activation_dropout=cfg.activation_dropout, activation=cfg.activation, name=f"encoder_layer_{i}",
         )([x, source_mask])
         outputs.append(x)
 
@@ -73,10 +73,10 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
     for i, lc in enumerate(cfg.decoder_layers):
         memory, memory_mask = memories[lc.encoder_layers_attended]
         y = TransformerDecoderLayer(
-            lc.num_heads, lc.qk_dim, lc.v_dim, lc.cross_num_heads, lc.cross_qk_dim, lc.cross_v_dim, lc.ffn_dim,
-            normalize_before=cfg.normalize_before, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, activation=cfg.activation, lsra=lsra_settings(cfg, lc),
-            name=f"decoder_layer_{i}",
+            self_attention(cfg, lc, "decoder"), lc.cross_num_heads, lc.cross_qk_dim, lc.cross_v_dim, lc.ffn_dim,
+            kind=lc.kind, normalize_before=cfg.normalize_before, dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+            activation=cfg.activation, name=f"decoder_layer_{i}",
         )([y, memory, memory_mask])
     if cfg.normalize_before:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)

@@ -36,55 +36,25 @@ Mult-Adds (`count_mult_adds`)
       (0.38M of 936M), inside the papers' rounding.
     * FLOPs = 2 x Mult-Adds.
 
-Each layer kind contributes its own count through a function registered in `_LAYER_COUNTERS`
-(`register_layer_kind`), built from the sublayer counters `linear`, `attention`, `ffn` and
-`layer_norm`; a new kind adds one function and registers it.
-
 Layer kinds
-    * 'attention': the Transformer layers above (self-attention, [cross-attention,] FFN).
-    * 'lsra': Lite Transformer (Wu et al., ICLR 2020), `tfmobile.layers.LongShortRangeAttention` in
-      place of self-attention. Of the d channels, the first d_a = `attention_dim` (None: d // 2) go
-      to multi-head attention with W_Q, W_K, W_V, W_O all d_a x d_a (the layer's qk_dim / v_dim do
-      not apply) and products q_len x kv_len x 2 d_a; the other d_c = d - d_a to the convolution
-      branch: Linear d_c -> 2 d_c (`glu`; d_c -> d_c without GLU), the convolution's weighted sum
-      (T x K x d_c Mult-Adds, every window counted at its full width K), for `conv_type` 'dynamic'
-      also the bias-free kernel projection d_c -> conv_heads x K at every position, then Linear
-      d_c -> d_c. A lightweight kernel has conv_heads x K parameters and no Mult-Adds of its own.
-      The GLU, the kernel softmax and the concatenation are not counted (activations).
-      FFN and LayerNorms as in 'attention'; a decoder layer keeps full-width encoder-decoder
-      attention. Fields read with defaults until the layer configs carry them: attention_dim None,
-      conv_type 'lightweight', kernel_size 3, conv_heads = num_heads, glu True. With the Lite
-      Transformer WMT settings (d = FFN = 200 / 408 / 496, 6+6 layers, d_a = d/2, 4 heads,
-      dynamic conv with GLU, K = 3, 7, 15, 31, 31, 31) this gives 90.7M / 360.6M / 528.7M
-      Mult-Adds at 30+30 tokens and 2.88M / 11.74M / 17.28M parameters against the paper's
-      90M / 360M / 527M and 2.9M / 11.7M / 17.3M (tests/test_profiling_lsra.py). The count is the
-      formula's T x K; the layer computes whole sequences as a T x T band matmul (faster on CPU).
+    Every encoder layer is its kind's self-attention sublayer, FFN and one LayerNorm per sublayer; a
+    decoder layer adds the encoder-decoder attention. The self-attention part is counted by the kind
+    (`tfmobile.kinds`: `LayerKind.count`, built from `tfmobile.kinds.costs`): 'attention' as above,
+    'lsra' (Lite Transformer) as its module `tfmobile.kinds.lsra` says; the rest is counted here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from tfmobile.errors import ConfigError
-from tfmobile.models.config import DecoderLayerConfig, EncoderLayerConfig, ExperimentConfig, ModelConfig
+from tfmobile.kinds import get_kind
+from tfmobile.kinds.costs import Cost, attention, attention_products, ffn, layer_norm, linear
+from tfmobile.models.config import (DecoderLayerConfig, EncoderLayerConfig, ExperimentConfig, ModelConfig,
+                                    load_config)
 
 PAPER_SRC_LEN = 30  # Lite Transformer and HAT (WMT); HAT uses 23 for IWSLT
 PAPER_TGT_LEN = 30
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Parameters and Mult-Adds of one piece of the model."""
-
-    params: int = 0
-    mult_adds: int = 0
-
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.params + other.params, self.mult_adds + other.mult_adds)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"params": self.params, "mult_adds": self.mult_adds}
 
 
 def _total(costs) -> Cost:
@@ -95,42 +65,7 @@ def _total(costs) -> Cost:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sublayers
-
-
-def linear(d_in: int, d_out: int, positions: int, bias: bool = True) -> Cost:
-    """A Dense layer applied at `positions` positions (biases are parameters, not Mult-Adds)."""
-    return Cost(d_in * d_out + (d_out if bias else 0), positions * d_in * d_out)
-
-
-def layer_norm(dim: int) -> Cost:
-    """LayerNorm: gain and offset; its arithmetic is not counted (see module docstring)."""
-    return Cost(2 * dim, 0)
-
-
-def attention(d_query_in: int, d_kv_in: int, d_out: int, qk_dim: int, v_dim: int, q_len: int, kv_len: int) -> Cost:
-    """Multi-head attention (Vaswani et al. 2017, eq. 1 and section 3.2.2).
-
-    W_Q over the q_len queries, W_K and W_V over the kv_len keys/values, W_O over the q_len outputs,
-    plus QK^T (q_len x kv_len x qk_dim) and the weighted sum of V (q_len x kv_len x v_dim), all heads.
-    """
-    projections = (linear(d_query_in, qk_dim, q_len) + linear(d_kv_in, qk_dim, kv_len)
-                   + linear(d_kv_in, v_dim, kv_len) + linear(v_dim, d_out, q_len))
-    return projections + Cost(0, attention_products(qk_dim, v_dim, q_len, kv_len))
-
-
-def attention_products(qk_dim: int, v_dim: int, q_len: int, kv_len: int) -> int:
-    """Mult-Adds of softmax(QK^T) V summed over heads: scores plus weighted sum."""
-    return q_len * kv_len * (qk_dim + v_dim)
-
-
-def ffn(dim: int, ffn_dim: int, positions: int) -> Cost:
-    """Position-wise feed-forward network: Dense(dim -> ffn_dim), activation, Dense(ffn_dim -> dim)."""
-    return linear(dim, ffn_dim, positions) + linear(ffn_dim, dim, positions)
-
-
-# ---------------------------------------------------------------------------------------------
-# Layer kinds: each returns {component: Cost} for one layer
+# Layers: {component: Cost} for one layer
 
 
 @dataclass(frozen=True)
@@ -143,92 +78,24 @@ class LayerContext:
     tgt_len: int
 
 
-def encoder_attention_layer(layer: EncoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
-    """Transformer encoder layer: self-attention, FFN, one LayerNorm per sublayer."""
+def encoder_layer(layer: EncoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
+    """Encoder layer: its kind's self-attention, FFN, one LayerNorm per sublayer."""
     d, n = ctx.encoder_embed_dim, ctx.src_len
-    return {
-        "self_attention": attention(d, d, d, layer.qk_dim, layer.v_dim, n, n),
-        "ffn": ffn(d, layer.ffn_dim, n),
-        "layer_norm": layer_norm(d) + layer_norm(d),
-    }
+    return {**get_kind(layer.kind).count(layer, d, n), "ffn": ffn(d, layer.ffn_dim, n),
+            "layer_norm": layer_norm(d) + layer_norm(d)}
 
 
-def decoder_attention_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
-    """Transformer decoder layer: self-attention (full T x T), encoder-decoder attention over the last
+def decoder_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
+    """Decoder layer: its kind's self-attention (full T x T), encoder-decoder attention over the last
     `encoder_layers_attended` encoder outputs concatenated along time (HAT section 3.1), FFN."""
     d, d_enc, t = ctx.decoder_embed_dim, ctx.encoder_embed_dim, ctx.tgt_len
     memory_len = layer.encoder_layers_attended * ctx.src_len
     return {
-        "self_attention": attention(d, d, d, layer.qk_dim, layer.v_dim, t, t),
+        **get_kind(layer.kind).count(layer, d, t),
         "cross_attention": attention(d, d_enc, d, layer.cross_qk_dim, layer.cross_v_dim, t, memory_len),
         "ffn": ffn(d, layer.ffn_dim, t),
         "layer_norm": layer_norm(d) + layer_norm(d) + layer_norm(d),
     }
-
-
-LayerCounter = Callable[[object, LayerContext], Mapping[str, Cost]]
-
-_LAYER_COUNTERS: dict[str, dict[str, LayerCounter]] = {
-    "encoder": {"attention": encoder_attention_layer},
-    "decoder": {"attention": decoder_attention_layer},
-}
-
-
-def register_layer_kind(kind: str, encoder: LayerCounter | None = None, decoder: LayerCounter | None = None) -> None:
-    """Teach the profiler a new layer kind (e.g. 'lsra'): a function per side returning {component: Cost}."""
-    if encoder is not None:
-        _LAYER_COUNTERS["encoder"][kind] = encoder
-    if decoder is not None:
-        _LAYER_COUNTERS["decoder"][kind] = decoder
-
-
-def lsra_branches(layer, d: int, length: int) -> dict[str, Cost]:
-    """Long-Short Range Attention on `length` positions of width d: attention on the first d_a channels,
-    Linear [+ GLU] -> lightweight/dynamic convolution -> Linear on the other d_c (module docstring)."""
-    d_a = layer.attention_dim or d // 2
-    d_c = d - d_a
-    kernel_size = layer.kernel_size
-    conv_heads = layer.conv_heads or layer.num_heads
-    conv_type = layer.conv_type
-    if conv_type not in ("lightweight", "dynamic"):
-        raise ConfigError(f"lsra layer: conv_type must be 'lightweight' or 'dynamic' (got {conv_type!r})")
-    conv_in = linear(d_c, 2 * d_c if layer.glu else d_c, length)
-    weighted_sum = Cost(0, length * kernel_size * d_c)
-    if conv_type == "dynamic":
-        kernel = linear(d_c, conv_heads * kernel_size, length, bias=False)
-    else:
-        kernel = Cost(conv_heads * kernel_size, 0)
-    return {
-        "attention_branch": attention(d_a, d_a, d_a, d_a, d_a, length, length),
-        "conv_branch": conv_in + kernel + weighted_sum + linear(d_c, d_c, length),
-    }
-
-
-def encoder_lsra_layer(layer: EncoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
-    """Lite Transformer encoder layer: LSRA, FFN, one LayerNorm per sublayer."""
-    d, n = ctx.encoder_embed_dim, ctx.src_len
-    return {**lsra_branches(layer, d, n), "ffn": ffn(d, layer.ffn_dim, n), "layer_norm": layer_norm(d) + layer_norm(d)}
-
-
-def decoder_lsra_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
-    """Lite Transformer decoder layer: causal LSRA (full T x T attention scores, as for 'attention'),
-    full-width encoder-decoder attention, FFN."""
-    costs = decoder_attention_layer(layer, ctx)
-    del costs["self_attention"]
-    return {**lsra_branches(layer, ctx.decoder_embed_dim, ctx.tgt_len), **costs}
-
-
-register_layer_kind("lsra", encoder=encoder_lsra_layer, decoder=decoder_lsra_layer)
-
-
-def _layer_costs(side: str, layer, ctx: LayerContext, index: int) -> Mapping[str, Cost]:
-    counters = _LAYER_COUNTERS[side]
-    if layer.kind not in counters:
-        raise ConfigError(
-            f"{side} layer {index}: the profiler cannot count layer kind {layer.kind!r} "
-            f"(known: {', '.join(sorted(counters))}); register it with tfmobile.profiling.register_layer_kind"
-        )
-    return counters[layer.kind](layer, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,14 +104,12 @@ def _layer_costs(side: str, layer, ctx: LayerContext, index: int) -> Mapping[str
 
 def _model_config(cfg) -> ModelConfig:
     if isinstance(cfg, str):
-        from tfmobile.models.config import load_config
-
         cfg = load_config(cfg)
     if isinstance(cfg, ExperimentConfig):
         cfg = cfg.model
     if not isinstance(cfg, ModelConfig):
         raise ConfigError(f"expected a ModelConfig, an ExperimentConfig or a preset name, got {type(cfg).__name__}")
-    return cfg
+    return cfg.validate()  # the count is of the model build_transformer builds, which validates it first
 
 
 def _check_len(name: str, value) -> int:
@@ -269,7 +134,8 @@ def _layers(cfg: ModelConfig, src_len: int, tgt_len: int):
     rows = []
     for side, layers in (("encoder", cfg.encoder_layers), ("decoder", cfg.decoder_layers)):
         for i, layer in enumerate(layers):
-            rows.append((side, i, layer.kind, dict(_layer_costs(side, layer, ctx, i))))
+            count = encoder_layer if side == "encoder" else decoder_layer
+            rows.append((side, i, layer.kind, count(layer, ctx)))
     if cfg.normalize_before:  # pre-norm stacks end with one LayerNorm per side
         rows.append(("encoder", None, "final_norm", {"layer_norm": layer_norm(cfg.encoder_embed_dim)}))
         rows.append(("decoder", None, "final_norm", {"layer_norm": layer_norm(cfg.decoder_embed_dim)}))
@@ -356,3 +222,8 @@ def format_profile(prof: dict) -> str:
         f"(FLOPs {_human(prof['flops'])}) for {prof['src_len']} source / {prof['tgt_len']} target tokens"
     )
     return "\n".join(lines)
+
+
+__all__ = ["Cost", "LayerContext", "PAPER_SRC_LEN", "PAPER_TGT_LEN", "attention", "attention_products",
+           "count_mult_adds", "count_params", "decoder_layer", "embedding_params", "encoder_layer", "ffn",
+           "format_profile", "layer_norm", "linear", "profile"]

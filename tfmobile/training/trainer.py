@@ -1,39 +1,29 @@
-"""`model.fit` glue: a run directory, token-count batches, checkpoints every epoch, resume.
-
-A run directory holds everything needed to use the model later:
-    config.yaml          the experiment (model + data + train), vocab size as trained
-    spm.model            the SentencePiece model (spm.src.model / spm.tgt.model when not joint)
-    checkpoints/         tf.train.CheckpointManager: model, optimizer, epoch counter
-    train_state.json     epochs done, wall-clock seconds spent training, last metrics
-    history.csv, logs/   per-epoch metrics and TensorBoard logs
-
-Checkpoints are written by TensorFlow's CheckpointManager, which writes the new files first and then
-swaps the `checkpoint` index atomically: a `kill -9` mid-save leaves the previous checkpoint intact,
-and `--resume` loses at most the epoch that was running.
+"""`model.fit` glue: token-count batches, checkpoints every epoch, resume, into a run directory
+(`tfmobile.run` says what one holds). `--resume` loses at most the epoch that was running.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmobile.data import Tokenizer, prepare_corpus, train_sentencepiece
+from tfmobile.data import prepare_corpus, train_sentencepiece
 from tfmobile.data.pipeline import token_batches, tokenized_pairs
-from tfmobile.errors import ConfigError, TrainingError
-from tfmobile.models.config import ExperimentConfig, experiment_from_dict, load_yaml
+from tfmobile.errors import ConfigError, DataError, TrainingError
+from tfmobile.models.config import ExperimentConfig
 from tfmobile.models.transformer import build_transformer
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, MaskedAccuracy
 from tfmobile.training.schedules import InverseSqrtSchedule
-from tfmobile.utils import atomic_write_text
+from tfmobile.run import (RunFiles, install_tokenizers, latest_checkpoint, read_experiment, read_state, restore,
+                          save_model, write_experiment, write_state)
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -46,40 +36,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multi-worker":  # reads the cluster from TF_CONFIG; one worker without it
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
-
-
-@dataclass
-class RunFiles:
-    """Paths inside a run directory."""
-
-    root: str
-
-    @property
-    def config(self):
-        return os.path.join(self.root, "config.yaml")
-
-    @property
-    def checkpoints(self):
-        return os.path.join(self.root, "checkpoints")
-
-    @property
-    def train_checkpoints(self):
-        """Where a fine-tune that wraps the model (pruning, QAT) keeps its resumable training checkpoints;
-        `checkpoints` then receives the final unwrapped model only."""
-        return os.path.join(self.root, "train_checkpoints")
-
-    @property
-    def state(self):
-        return os.path.join(self.root, "train_state.json")
-
-    def spm(self, side: str | None = None) -> str:
-        return os.path.join(self.root, "spm.model" if side is None else f"spm.{side}.model")
-
-
-def _copy_atomic(src: str, dst: str) -> None:
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def build_optimizer(train) -> keras.optimizers.Optimizer:
@@ -104,9 +60,11 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.epoch_var.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-        state = {"epochs_done": epoch + 1, "train_seconds": self.seconds_before + time.monotonic() - self.start,
-                 "last": self.history[-1]}
-        atomic_write_text(self.files.state, json.dumps(state, indent=2))
+        # steps_done: the optimizer's real count (a time budget can stop an epoch early), where the
+        # learning-rate schedule stands; fine-tunes start from there
+        state = {"epochs_done": epoch + 1, "steps_done": int(self.model.optimizer.iterations.numpy()),
+                 "train_seconds": self.seconds_before + time.monotonic() - self.start, "last": self.history[-1]}
+        write_state(self.files.root, state)
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -143,85 +101,11 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
                                 f"lower train.learning_rate ({self.learning_rate:g}) or set train.clip_norm")
 
 
-def prepare_tokenizers(exp: ExperimentConfig, files: RunFiles, data_dir: str | None):
+def prepare_tokenizers(exp: ExperimentConfig, run_dir: str, data_dir: str | None):
     """Prepare the corpus, train (or reuse) SentencePiece, copy it into the run directory."""
     prepared = prepare_corpus(exp.data.corpus, data_dir=data_dir)
     spm = train_sentencepiece(prepared, exp.data.vocab_size, joint=exp.data.joint_vocab)
-    if exp.data.joint_vocab:
-        _copy_atomic(spm, files.spm())
-    else:
-        _copy_atomic(spm[0], files.spm("src"))
-        _copy_atomic(spm[1], files.spm("tgt"))
-    return prepared, load_tokenizers(files.root, exp)
-
-
-def load_tokenizers(run_dir: str, exp: ExperimentConfig) -> tuple[Tokenizer, Tokenizer]:
-    files = RunFiles(run_dir)
-    if exp.data.joint_vocab:
-        tok = Tokenizer(files.spm())
-        return tok, tok
-    return Tokenizer(files.spm("src")), Tokenizer(files.spm("tgt"))
-
-
-def load_run(run_dir: str, compile_model: bool = False):
-    """(experiment, model with the latest checkpoint restored, (src_tokenizer, tgt_tokenizer))."""
-    from tfmobile.errors import DataError
-
-    files = RunFiles(run_dir)
-    if not os.path.exists(files.config):
-        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
-    exp = experiment_from_dict(load_yaml(files.config))
-    latest = tf.train.latest_checkpoint(files.checkpoints)
-    if latest is None:
-        raise DataError(f"{run_dir} has no checkpoint yet; train (or `--resume`) first")
-    model = build_transformer(exp.model)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    return exp, model, load_tokenizers(run_dir, exp)
-
-
-def _read_state(files: RunFiles) -> dict:
-    if not os.path.exists(files.state):
-        return {}
-    with open(files.state) as f:
-        return json.load(f)
-
-
-FINETUNE_STEPS_PER_EPOCH = 100  # fine-tunes checkpoint (and can resume) this often
-
-
-def finetune_experiment(run_dir: str, steps: int, learning_rate: float | None = None, model=None,
-                        suffix: str | None = None, note: str | None = None) -> ExperimentConfig:
-    """The experiment of a trained run, set up to fine-tune it for `steps` steps (compression recipes).
-
-    learning_rate None: where the run's inverse-sqrt schedule ended (a tenth of its peak if unknown), with
-    a warm-up over a tenth of the steps. `model` replaces the model config (a shrunk model); `suffix` and
-    `note` extend the name and description.
-    """
-    from tfmobile.errors import DataError
-
-    if steps is None or steps < 1:
-        raise ConfigError(f"the fine-tuning --steps must be a positive number (got {steps})")
-    if learning_rate is not None and not learning_rate > 0:
-        raise ConfigError(f"--learning-rate must be positive (got {learning_rate})")
-    files = RunFiles(run_dir)
-    if not os.path.exists(files.config):
-        raise DataError(f"{run_dir} is not a trained model directory (no config.yaml); train one with `tfmobile train`")
-    exp = experiment_from_dict(load_yaml(files.config))
-    t = exp.train
-    if learning_rate is None:
-        done = (t.steps_per_epoch or 0) * _read_state(files).get("epochs_done", 0)
-        learning_rate = t.learning_rate * (min(1.0, (t.warmup_steps / done) ** 0.5) if done else 0.1)
-    t.steps_per_epoch = min(steps, FINETUNE_STEPS_PER_EPOCH)
-    t.epochs = -(-steps // t.steps_per_epoch)
-    t.learning_rate, t.warmup_steps, t.time_budget_minutes = float(learning_rate), max(1, steps // 10), None
-    if model is not None:
-        model.vocab_size = exp.model.vocab_size
-        exp.model = model
-    if suffix:
-        exp.name = f"{exp.name}-{suffix}"
-    if note:
-        exp.description = f"{exp.description} [{note}, fine-tuned from {run_dir}]".strip()
-    return exp
+    return prepared, install_tokenizers(run_dir, exp, spm)
 
 
 def count_batches(ds: tf.data.Dataset) -> int:
@@ -242,21 +126,41 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
             so `load_run`, `export` and `evaluate` see a plain model.
         callbacks: extra Keras callbacks for `fit` (e.g. TF-MOT's UpdatePruningStep and PruningSummaries).
     """
+    strategy = make_strategy(exp.train.strategy)  # before any TF op, as MultiWorkerMirroredStrategy requires
+    args = (resume, data_dir, verbose, init_weights, transform, finalize, callbacks)
+    if strategy.extended.should_checkpoint:
+        return _train(exp, run_dir, strategy, *args)
+    # A non-chief worker of a cluster trains in a scratch copy of the run, removed at the end: only the chief
+    # writes the run (TensorFlow's multi-worker pattern; every worker saves, as saving joins the collectives).
+    scratch = tempfile.mkdtemp(prefix="tfmobile-worker-")
+    try:
+        if os.path.isdir(run_dir):  # what the chief resumes from (or refuses to train over), this worker too
+            shutil.copytree(run_dir, scratch, dirs_exist_ok=True)
+        return _train(exp, scratch, strategy, *args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, transform, finalize, callbacks):
     files = RunFiles(run_dir)
-    ckpt_dir = files.train_checkpoints if finalize else files.checkpoints
-    has_ckpt = tf.train.latest_checkpoint(ckpt_dir) is not None
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
+    has_ckpt = latest_checkpoint(files.train_checkpoints if finalize else files.checkpoints) is not None
     if has_ckpt and not resume:
         raise ConfigError(f"{run_dir} already holds a trained model: pass --resume to continue it, "
                           "or choose another --out directory")
-    if resume and has_ckpt:  # the checkpoint fixes model and data; the train section may change (e.g. --epochs)
-        saved = experiment_from_dict(load_yaml(files.config), name=exp.name)
+    if resume and not has_ckpt:
+        raise DataError(f"--resume: {run_dir} holds no checkpoint to continue from; leave out --resume to "
+                        "start a new run there")
+    if resume:  # the checkpoint fixes model and data; the train section may change (e.g. --epochs)
+        saved = read_experiment(run_dir)
         exp.model, exp.data = saved.model, saved.data
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(exp.train.seed)
 
-    prepared, (src_tok, tgt_tok) = prepare_tokenizers(exp, files, data_dir)
+    prepared, (src_tok, tgt_tok) = prepare_tokenizers(exp, run_dir, data_dir)
     exp.model.vocab_size = max(src_tok.vocab_size, tgt_tok.vocab_size)
-    atomic_write_text(files.config, exp.to_yaml())
+    write_experiment(run_dir, exp)
 
     t = exp.train
     max_len = min(exp.data.max_len, exp.model.max_source_len, exp.model.max_target_len)
@@ -264,7 +168,7 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
     steps = t.steps_per_epoch or count_batches(
         token_batches(train_examples, t.max_tokens, max_len, drop_remainder=True))
     # A resumed run must not replay the first epochs' batches: its shuffle seed moves on with the epochs done.
-    epochs_done = _read_state(files).get("epochs_done", 0) if resume else 0
+    epochs_done = read_state(run_dir).get("epochs_done", 0) if resume else 0
     train_ds = token_batches(train_examples, t.max_tokens, max_len, shuffle=True, seed=t.seed + epochs_done,
                              repeat=True, drop_remainder=True)
     valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
@@ -272,7 +176,6 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
 
     policy, why = resolve_precision(t.precision)
     print(f"precision: {policy} ({why})", file=sys.stderr, flush=True)
-    strategy = make_strategy(t.strategy)
     keras.mixed_precision.set_global_policy(policy)
     try:
         return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights, transform,
@@ -301,13 +204,13 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
     seconds_before = 0.0
     if resume and manager.latest_checkpoint:
         optimizer.build(model.trainable_variables)  # create the slots so the restore fills them now
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        seconds_before = _read_state(files).get("train_seconds", 0.0)
+        restore(ckpt, manager.latest_checkpoint, complete=True)
+        seconds_before = read_state(run_dir).get("train_seconds", 0.0)
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= t.epochs:
-        if finalize is not None and tf.train.latest_checkpoint(files.checkpoints) is None:
-            _save_final(finalize(model), files)
-        return _read_state(files)
+        if finalize is not None and latest_checkpoint(files.checkpoints) is None:
+            save_model(finalize(model), run_dir)
+        return read_state(run_dir)
 
     callbacks = [
         _StopOnNonFiniteLoss(t.learning_rate),
@@ -320,11 +223,6 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
         callbacks.append(_TimeBudget(t.time_budget_minutes * 60 - seconds_before))
     model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
               validation_data=valid_ds, callbacks=callbacks, verbose=verbose)
-    if finalize is not None:
-        _save_final(finalize(model), files)
-    return _read_state(files)
-
-
-def _save_final(model: keras.Model, files: RunFiles) -> None:
-    """The finalized (unwrapped) model as the run's checkpoint, in the structure `load_run` restores."""
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), files.checkpoints, max_to_keep=1).save()
+    if finalize is not None:  # the unwrapped model, in the structure `load_run` restores
+        save_model(finalize(model), run_dir)
+    return read_state(run_dir)
