@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfmobile.compression.recipes import REPORT_FILE
 from tfmobile.compression.regularizers import block_penalty
+from tfmobile.kinds import get_kind
 from tfmobile.models.config import ModelConfig
 from tfmobile.run import load_run
 from tfmobile.training.finetune import finetune, finetune_experiment
@@ -33,7 +34,7 @@ def layer_matrices(model, cfg: ModelConfig, layer_name: str) -> dict:
     side, i = layer_name.rsplit("_layer_", 1)
     lc = (cfg.encoder_layers if side == "encoder" else cfg.decoder_layers)[int(i)]
     found = {}
-    attentions = [("self", layer.self_attention)] if lc.kind == "attention" else []
+    attentions = [("self", layer.self_attention)] if get_kind(lc.kind).self_attention_lines else []
     if side == "decoder":
         attentions.append(("cross", layer.cross_attention))
     for prefix, mha in attentions:

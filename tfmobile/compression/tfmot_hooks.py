@@ -10,7 +10,9 @@ sparse tensor cores and TFLite read). Every tfmobile layer names its kernels wit
 Quantization-aware training (Jacob et al. 2018; TF-MOT's `quantize_annotate_*` + `quantize_apply`): the Dense
 kernels nested in every tfmobile layer are fake-quantized to the 8-bit symmetric per-tensor grid in the
 forward pass (straight-through gradients), so the weights learn to survive `tfmobile export --quantize
-int8`, which runs the fully connected layers in int8 and the rest in float. Softmax, the additive -1e9
+int8`, which runs the fully connected layers in int8 and the rest in float. Which Dense kernels of a
+self-attention sublayer is its layer kind's data (`tfmobile.kinds`, `LayerKind.quantized_kernels`); the
+QuantizeConfig is built from it here. Softmax, the additive attention
 masks, the embedding gather and the 0/1 padding masks stay float; outputs are fake-quantized (moving-average
 ranges) only where the int8 export feeds them to a fully connected layer: the final LayerNorms, and the
 outputs of post-norm layers, which are LayerNorm outputs. Never the logits.
@@ -34,9 +36,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pruning_wrapper
 
 from tfmobile.errors import ConfigError
-from tfmobile.layers import (DynamicConv1D, FeedForward, LightweightConv1D, LongShortRangeAttention,
-                             MultiHeadAttention, PaddingMask, TokenEmbedding, TransformerDecoderLayer,
-                             TransformerEncoderLayer)
+from tfmobile.kinds import get_kind
+from tfmobile.kinds.attention import PROJECTIONS
+from tfmobile.layers import FeedForward, PaddingMask, TokenEmbedding, TransformerDecoderLayer, TransformerEncoderLayer
 from tfmobile.run import load_run
 from tfmobile.training.finetune import check_output, finetune, finetune_experiment
 from tfmobile.utils import atomic_write_text
@@ -44,9 +46,10 @@ from tfmobile.utils import atomic_write_text
 sparsity = tfmot.sparsity.keras
 quantization = tfmot.quantization.keras
 
-TFMOBILE_LAYERS = (MultiHeadAttention, FeedForward, TransformerEncoderLayer, TransformerDecoderLayer,
-                   LongShortRangeAttention, LightweightConv1D, DynamicConv1D, TokenEmbedding, PaddingMask)
-# Virtual subclasses (abc): `isinstance(layer, PrunableLayer)` holds, and tfmobile.layers need not import tfmot.
+# Every Keras layer registered under package "tfmobile" (each kind's sublayer too) is TF-MOT's PrunableLayer,
+# as a virtual subclass (abc): `isinstance(layer, PrunableLayer)` holds, and tfmobile.layers need not import tfmot.
+TFMOBILE_LAYERS = tuple(cls for name, cls in keras.utils.get_custom_objects().items()
+                        if name.startswith("tfmobile>") and isinstance(cls, type) and issubclass(cls, keras.layers.Layer))
 for _cls in TFMOBILE_LAYERS:
     sparsity.PrunableLayer.register(_cls)
 
@@ -236,6 +239,19 @@ class PruningLog(sparsity.PruningSummaries):
 # Quantization-aware training
 
 
+def _dense_at(layer, path: str):
+    """The Dense layer at `path` ("self_attention/attention/query") inside `layer`."""
+    found = layer
+    for name in path.split("/"):
+        inner = [l for l in found._flatten_layers(include_self=False, recursive=False) if l.name == name]
+        if not inner:
+            raise ValueError(f"{layer.name} has no sublayer {path!r} to quantize")
+        found = inner[0]
+    if not isinstance(found, keras.layers.Dense):
+        raise ValueError(f"{layer.name}/{path} is a {type(found).__name__}, not a Dense layer")
+    return found
+
+
 def _nested_dense(layer, prefix: str = ""):
     """(path, Dense) for every Dense in `layer` (itself included), in a fixed order."""
     if isinstance(layer, keras.layers.Dense):
@@ -288,19 +304,27 @@ def _set_untracked(layer, name: str, value):
 
 @keras.utils.register_keras_serializable(package="tfmobile")
 class DenseKernelsQuantizeConfig(quantization.QuantizeConfig):
-    """Fake-quantize every Dense kernel inside a layer (8-bit symmetric per tensor); biases stay float.
+    """Fake-quantize Dense kernels inside a layer (8-bit symmetric per tensor); biases stay float.
 
+    kernels: paths of the nested Dense layers, e.g. "self_attention/query" (None: every nested Dense).
     quantize_output: also fake-quantize the layer's output (8-bit, moving-average range).
     """
 
-    def __init__(self, quantize_output: bool = False):
+    def __init__(self, kernels: list[str] | None = None, quantize_output: bool = False):
+        self.kernels = None if kernels is None else list(kernels)
         self.quantize_output = bool(quantize_output)
 
+    def _dense(self, layer) -> list:
+        """(name, Dense) of the quantized kernels, in order."""
+        if self.kernels is None:
+            return list(_nested_dense(layer))
+        return [(path.replace("/", "_"), _dense_at(layer, path)) for path in self.kernels]
+
     def get_weights_and_quantizers(self, layer):
-        return [(dense.kernel, KernelQuantizer(name=f"{path}_kernel")) for path, dense in _nested_dense(layer)]
+        return [(dense.kernel, KernelQuantizer(name=f"{path}_kernel")) for path, dense in self._dense(layer)]
 
     def set_quantize_weights(self, layer, quantize_weights):
-        dense = [d for _, d in _nested_dense(layer)]
+        dense = [d for _, d in self._dense(layer)]
         if len(dense) != len(quantize_weights):
             raise ValueError(f"{layer.name}: {len(quantize_weights)} quantized kernels for {len(dense)} Dense layers")
         for d, q in zip(dense, quantize_weights):
@@ -316,15 +340,10 @@ class DenseKernelsQuantizeConfig(quantization.QuantizeConfig):
         return [output_quantizer()] if self.quantize_output else []
 
     def get_config(self):
-        return {"quantize_output": self.quantize_output}
+        return {"kernels": self.kernels, "quantize_output": self.quantize_output}
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class MultiHeadAttentionQuantizeConfig(DenseKernelsQuantizeConfig):
-    """W_Q, W_K, W_V, W_O in 8 bits; the scores, softmax and -1e9 mask stay float."""
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -333,39 +352,13 @@ class FeedForwardQuantizeConfig(DenseKernelsQuantizeConfig):
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
-class TransformerEncoderLayerQuantizeConfig(DenseKernelsQuantizeConfig):
-    """Every kernel of self-attention (or LSRA) and FFN; the output too for post-norm (a LayerNorm output)."""
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class TransformerDecoderLayerQuantizeConfig(DenseKernelsQuantizeConfig):
-    """Every kernel of self-attention (or LSRA), cross-attention and FFN; the output too for post-norm."""
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class LongShortRangeAttentionQuantizeConfig(DenseKernelsQuantizeConfig):
-    """Attention kernels, Linear_1, Linear_2 and a dynamic convolution's kernel projection; the
-    softmax-normalized lightweight kernel stays float (it is not a fully connected layer in the export)."""
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class LightweightConv1DQuantizeConfig(DenseKernelsQuantizeConfig):
-    """Nothing to quantize: the [H, K] kernel is softmax-normalized and runs in float."""
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class DynamicConv1DQuantizeConfig(DenseKernelsQuantizeConfig):
-    """The kernel projection C -> H*K in 8 bits."""
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
 class OutputProjectionQuantizeConfig(DenseKernelsQuantizeConfig):
     """An untied output projection (Dense): its kernel in 8 bits, never its logits."""
 
-    def __init__(self, quantize_output: bool = False):
+    def __init__(self, kernels: list[str] | None = None, quantize_output: bool = False):
         if quantize_output:
             raise ValueError("logits stay float: the output projection takes no output quantizer")
-        super().__init__(False)
+        super().__init__(kernels, False)
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -435,13 +428,7 @@ class LayerNormalizationQuantizeConfig(PaddingMaskQuantizeConfig):
 
 
 QUANTIZE_CONFIGS = {
-    MultiHeadAttention: MultiHeadAttentionQuantizeConfig,
     FeedForward: FeedForwardQuantizeConfig,
-    TransformerEncoderLayer: TransformerEncoderLayerQuantizeConfig,
-    TransformerDecoderLayer: TransformerDecoderLayerQuantizeConfig,
-    LongShortRangeAttention: LongShortRangeAttentionQuantizeConfig,
-    LightweightConv1D: LightweightConv1DQuantizeConfig,
-    DynamicConv1D: DynamicConv1DQuantizeConfig,
     TokenEmbedding: TokenEmbeddingQuantizeConfig,
     PaddingMask: PaddingMaskQuantizeConfig,
     keras.layers.LayerNormalization: LayerNormalizationQuantizeConfig,
@@ -453,14 +440,27 @@ def _tied(layer) -> bool:
     return any((node.call_kwargs or {}).get("reverse") for node in layer._inbound_nodes)
 
 
+def layer_kernels(layer) -> list[str]:
+    """Paths of the Dense layers QAT fake-quantizes in an encoder/decoder layer: those its kind names
+    (`LayerKind.quantized_kernels`), the encoder-decoder attention's W_Q, W_K, W_V, W_O, and the FFN's."""
+    if layer.kind is None:
+        raise ConfigError(f"{layer.name} records no layer kind (build it with build_transformer, or pass kind=)")
+    own = get_kind(layer.kind).quantized_kernels(layer.self_attention.get_config())
+    paths = [f"self_attention/{p}" for p in own]
+    if isinstance(layer, TransformerDecoderLayer):
+        paths += [f"cross_attention/{p}" for p in PROJECTIONS]
+    return paths + ["ffn/fc1", "ffn/fc2"]
+
+
 def quantize_config_for(layer) -> quantization.QuantizeConfig | None:
     """The QuantizeConfig of a top-level layer of a tfmobile model; None for layers left float and unwrapped
-    (Dropout, Concatenate)."""
+    (Dropout, Concatenate). Encoder and decoder layers: the kernels of `layer_kernels`, and the output of a
+    post-norm layer (a LayerNorm output, which the int8 export feeds to fully connected layers)."""
+    if isinstance(layer, (TransformerEncoderLayer, TransformerDecoderLayer)):
+        return DenseKernelsQuantizeConfig(layer_kernels(layer), quantize_output=not layer.normalize_before)
     cls = QUANTIZE_CONFIGS.get(type(layer))
     if cls is None:
         return None
-    if cls in (TransformerEncoderLayerQuantizeConfig, TransformerDecoderLayerQuantizeConfig):
-        return cls(quantize_output=not layer.normalize_before)
     if cls is TokenEmbeddingQuantizeConfig:
         return cls(quantize_embeddings=_tied(layer))
     return cls()
@@ -664,10 +664,10 @@ def qat_run(run_dir: str, out_dir: str, steps: int = 200, learning_rate: float |
 
 
 __all__ = [
-    "DenseKernelsQuantizeConfig", "KeepZeros", "KernelQuantizer", "LayerNormalizationQuantizeConfig", "PaddingMaskQuantizeConfig",
-    "PruneLowMagnitude", "PruningLog", "QUANTIZE_CONFIGS", "SCHEDULES", "TfmobileQuantizeScheme",
-    "TokenEmbeddingQuantizeConfig",
-    "annotate_model", "copy_into_plain", "custom_objects", "make_schedule", "parse_block", "parse_m_by_n",
+    "DenseKernelsQuantizeConfig", "KeepZeros", "KernelQuantizer", "LayerNormalizationQuantizeConfig",
+    "PaddingMaskQuantizeConfig", "PruneLowMagnitude", "PruningLog", "QUANTIZE_CONFIGS", "SCHEDULES",
+    "TfmobileQuantizeScheme", "TokenEmbeddingQuantizeConfig",
+    "annotate_model", "copy_into_plain", "custom_objects", "layer_kernels", "make_schedule", "parse_block", "parse_m_by_n",
     "prunable_layer_names", "prunable_weights", "prune_model", "prune_run", "qat_run", "quantize_config_for",
     "quantize_model", "sparsity_report", "strip", "strip_quantization", "unwrap", "weight_paths",
 ]

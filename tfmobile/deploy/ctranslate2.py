@@ -44,6 +44,7 @@ from tfmobile.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from tfmobile.decoding.search import target_length_limit
 from tfmobile.deploy.encoder_export import ExportError
 from tfmobile.errors import InputError
+from tfmobile.kinds import get_kind
 from tfmobile.models.config import ModelConfig
 
 __all__ = ["CTranslate2Translator", "check_supported", "convert_to_ctranslate2", "transformer_spec"]
@@ -84,9 +85,9 @@ def check_supported(cfg: ModelConfig) -> None:
                           f"(supported: {', '.join(_ACTIVATIONS)})")
     for side, layers in (("encoder", cfg.encoder_layers), ("decoder", cfg.decoder_layers)):
         for i, l in enumerate(layers):
-            if l.kind != "attention":
-                raise ExportError(f"CTranslate2 export does not support {side} layer {i} of kind {l.kind!r}: "
-                                  "only attention layers")
+            reason = get_kind(l.kind).ctranslate2_unsupported
+            if reason:
+                raise ExportError(f"CTranslate2 export does not support {side} layer {i} of kind {l.kind!r}: {reason}")
             widths = [("qk_dim", l.qk_dim), ("v_dim", l.v_dim)]
             if side == "decoder":
                 widths += [("cross_qk_dim", l.cross_qk_dim), ("cross_v_dim", l.cross_v_dim)]
