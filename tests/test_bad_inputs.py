@@ -58,6 +58,8 @@ FINETUNE = ["{run}", "--out", "{out}"]
     (["prune", *FINETUNE, "--sparsity", "0.5", "--frequency", "0"], "--frequency", "0"),
     (["prune", *FINETUNE, "--sparsity", "0.5", "--begin-step", "-1"], "--begin-step", "-1"),
     (["qat", *FINETUNE, "--steps", "0"], "--steps", "0"),
+    (["quickstart", "--run-dir", "{out}", "--steps", "0"], "--steps", "0"),
+    (["quickstart", "--run-dir", "{out}", "--beam", "0"], "--beam", "0"),
     (["qat", *FINETUNE, "--learning-rate", "0"], "--learning-rate", "0"),
     (["tprune", *FINETUNE, "--sparsity", "1"], "--sparsity", "1"),
     (["tprune", *FINETUNE, "--align", "0"], "--align", "0"),

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from tfmobile import cli
-from tfmobile.models.config import load_config
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, label_smoothed_nll
 from tfmobile.training.schedules import InverseSqrtSchedule
 from tfmobile.training.trainer import train
@@ -111,23 +110,3 @@ def test_kill_9_mid_epoch_keeps_the_last_checkpoint(tmp_path, corpus):
     resumed = subprocess.run(cmd[:-1] + [str(done + 1), "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["epochs_done"] == done + 1
-
-
-def test_quickstart_preset_is_small_on_the_bible():
-    exp = load_config("small")
-    assert exp.data.corpus == "bible-es-en" and exp.name == "small"
-
-
-def test_quickstart_writes_the_report(tmp_path, corpus, capsys):
-    from tfmobile.quickstart import quickstart
-
-    report_dir = tmp_path / "report"
-    report = quickstart(report_dir=str(report_dir), run_dir=str(tmp_path / "run"), budget_minutes=5,
-                        data_dir=str(tmp_path / "data"), config=write_config(tmp_path, corpus, steps=20))
-    saved = json.loads((report_dir / "report.json").read_text())
-    assert saved == report
-    for key in ("corpus", "config", "params", "mult_adds", "train_seconds", "bleu", "chrf", "sacrebleu_signature"):
-        assert key in saved
-    assert saved["config"] == "tiny" and saved["params"] > 0 and 0 < saved["train_seconds"] < 300
-    md = (report_dir / "report.md").read_text()
-    assert "| BLEU |" in md and md in capsys.readouterr().out

@@ -168,8 +168,8 @@ def cmd_presets(args):
 def cmd_quickstart(args):
     from tfmobile.quickstart import quickstart
 
-    quickstart(report_dir=args.report_dir, run_dir=args.run_dir, budget_minutes=args.budget_minutes,
-               data_dir=args.data_dir, config=args.config)
+    quickstart(report_dir=args.report_dir, run_dir=args.run_dir, steps=args.steps, data_dir=args.data_dir,
+               config=args.config, beam=args.beam)
 
 
 def cmd_bench(args):
@@ -422,12 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("quickstart", help="prepare bible-es-en, train `small` on a budget, evaluate, report")
+    p = sub.add_parser("quickstart", help="the whole path: prepare bible-es-en, train for a step budget, score the "
+                                          "test split, export to LiteRT, score and time the export, report")
     p.add_argument("--report-dir", default=os.path.join("reports", "quickstart"), type=_directory)
     p.add_argument("--run-dir", default=os.path.join("runs", "quickstart"), type=_directory)
-    p.add_argument("--budget-minutes", type=_typed(float, above=0.0), default=10.0,
-                   help="wall-clock budget for the whole job")
-    p.add_argument("--config", default="small")
+    p.add_argument("--steps", type=_typed(int, above=0),
+                   help="training steps (default: the config's epochs x steps_per_epoch; the quickstart preset's)")
+    p.add_argument("--beam", type=_typed(int, above=0), default=4, help="beam size of the Keras test score")
+    p.add_argument("--config", default="quickstart", help="preset name or YAML path (default quickstart)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_quickstart)
 
