@@ -84,10 +84,10 @@ def test_bssl_draws_the_sparsity_pictures(run, tmp_path):
     assert "encoder_layer_0 self W_Q" in labels and "decoder_layer_1 cross W_K" in labels
     assert all(0.0 <= s["columns"] <= 1.0 for s in report["sparsity"].values())
 @pytest.mark.parametrize("argv, message", [
-    (["--sparsity", "1.5"], "sparsity must be in"),
+    (["--sparsity", "1.5"], "--sparsity: must be a number in [0, 1)"),
     (["--method", "random"], "invalid choice"),
     (["--regularizer", "l0"], "invalid choice"),
-    (["--align", "0"], "align must be a positive"),
+    (["--align", "0"], "--align: must be a positive integer"),
 ])
 def test_cli_errors_are_one_line(run, tmp_path, capsys, argv, message):
     try:  # argparse exits; our own errors return 2
