@@ -370,22 +370,23 @@ train: {{max_tokens: 256, epochs: 1, steps_per_epoch: 3, learning_rate: 0.01, wa
 def tiny_run(tmp_path_factory, corpus):
     """A run directory as `tfmobile train` leaves it (config, tokenizers, a checkpoint), with untrained
     weights: the verbs only need its structure, and training it would cost more than the verbs."""
-    from tfmobile.training.trainer import RunFiles, prepare_tokenizers
+    from tfmobile.run import save_model, write_experiment, write_state
+    from tfmobile.training.trainer import prepare_tokenizers
 
     root = tmp_path_factory.mktemp("tfmot_run")
     (root / "c.yaml").write_text(RUN_YAML.format(corpus=corpus))
     exp, run = load_config(str(root / "c.yaml")), str(root / "run")
-    files = RunFiles(run)
     os.makedirs(run)
-    _, (src, tgt) = prepare_tokenizers(exp, files, str(root / "data"))
+    _, (src, tgt) = prepare_tokenizers(exp, run, str(root / "data"))
     exp.model.vocab_size = max(src.vocab_size, tgt.vocab_size)
-    (root / "run" / "config.yaml").write_text(exp.to_yaml())
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=build_transformer(exp.model)), files.checkpoints, 1).save()
+    write_experiment(run, exp)
+    save_model(build_transformer(exp.model), run)
+    write_state(run, {"epochs_done": 1, "steps_done": 3})
     return {"dir": run, "data": str(root / "data"), "root": root}
 
 
 def test_prune_verb_writes_a_stripped_sparse_run(tiny_run, capsys):
-    from tfmobile.training.trainer import load_run
+    from tfmobile.run import load_run
 
     out = str(tiny_run["root"] / "pruned")
     rc, stdout, _ = run_cli(capsys, "prune", tiny_run["dir"], "--out", out, "--sparsity", "0.5", "--steps", "2",
@@ -409,7 +410,7 @@ def test_prune_verb_writes_a_stripped_sparse_run(tiny_run, capsys):
 
 @pytest.mark.slow  # ~30 s: graph-mode QAT fitting is covered by test_qat_train_step_and_strip[attention]
 def test_qat_verb_writes_a_float_run(tiny_run, capsys):
-    from tfmobile.training.trainer import load_run
+    from tfmobile.run import load_run
 
     out = str(tiny_run["root"] / "qat")
     result = H.qat_run(tiny_run["dir"], out, steps=2, data_dir=tiny_run["data"])
@@ -424,7 +425,8 @@ def test_qat_verb_writes_a_float_run(tiny_run, capsys):
 
 @pytest.mark.slow
 def test_pruned_and_qat_runs_export_and_evaluate(tiny_run):
-    from tfmobile.decoding.evaluate import evaluate_export, evaluate_run
+    from tfmobile.decoding.evaluate import evaluate_run
+    from tfmobile.deploy.runtime import evaluate_export
     from tfmobile.deploy.export import export_translator
 
     data = tiny_run["data"]
