@@ -110,3 +110,23 @@ def test_the_checker_allows_the_same_and_lower_levels():
     assert not violations(source, "tfmobile.decoding.translator")
     with pytest.raises(AssertionError, match="no level"):
         violations("import tfmobile.unknown\n", "tfmobile.decoding.translator")
+
+
+def readme_levels() -> list[tuple[str, ...]]:
+    """The layer table of README.md's Layout section: `| level | modules |` rows of backticked names."""
+    import re
+
+    readme = os.path.join(os.path.dirname(PACKAGE_DIR), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("| level | modules |"):].split("\n\n", 1)[0]
+    levels = []
+    for number, modules in re.findall(r"^\| (\d+) \| (.*) \|$", table, flags=re.M):
+        assert int(number) == len(levels), f"README level {number} out of order"
+        names = re.findall(r"`([\w.]+)`", modules)
+        levels.append(tuple("tfmobile" if n == "tfmobile" else f"tfmobile.{n}" for n in names))
+    return levels
+
+
+def test_the_readme_states_the_same_layer_order():
+    assert [set(level) for level in readme_levels()] == [set(level) for level in LEVELS]
