@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import tiny_config
 from tfmobile.run import load_run
