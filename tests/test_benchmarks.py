@@ -1,5 +1,7 @@
 """The benchmark scripts' shared exit contract and the TPrune sweep's point layout (no training here)."""
 
+import json
+
 import pytest
 
 from conftest import load_benchmark
@@ -70,3 +72,18 @@ def test_sweep_table_and_plot_from_a_report(sweep, tmp_path):
     assert "| tprune-45 | 45.0% |" in table and "1.40x (1.35-1.45)" in table
     sweep.plot(report, str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quickstart_benchmark_resumes_from_stage_reports_and_plots_both(tmp_path, monkeypatch):
+    bench = load_benchmark("quickstart")
+    curve = [{"steps": 100, "minutes": 0.8, "val_loss": 5.7}, {"steps": 200, "minutes": 1.5, "val_loss": 5.0}]
+    reports = {}
+    for stage, minutes in (("quiet", 5.0), ("one_core_busy", 8.0)):
+        report = {"bleu": 9.5, "curve": curve, "training": {"steps": 200}, "make_quickstart_seconds": minutes * 60}
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "report.json").write_text(json.dumps(report))
+        reports[stage] = report
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("a finished stage must not rerun"))
+    assert {s: bench.run_stage(s, str(tmp_path)) for s in bench.STAGES} == reports
+    bench.plot(reports, str(tmp_path / "q.png"))
+    assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
