@@ -1,6 +1,6 @@
 """Parallel corpora that exist offline, a deterministic train/valid/test split, and a prepared cache.
 
-Built-in corpora come from Debian packages (see DESIGN.md, "Data that exists offline"):
+Built-in corpora come from Debian packages, so nothing is fetched from a dataset hub (README, "Data"):
 
 - ``bible-es-en`` (default): Reina-Valera 1909 (SWORD module ``spaRV1909eb``, package
   ``sword-text-sparv``) aligned verse by verse with the World English Bible (``engWEB2015eb``,

@@ -1,6 +1,6 @@
 """SentencePiece subwords: training on a prepared corpus, and one tokenizer for Python and tf.data.
 
-Ids are fixed across the project: pad 0, unk 1, bos 2, eos 3 (DESIGN.md). Models are trained on
+Ids are fixed across the project: pad 0, unk 1, bos 2, eos 3 (README, "Data"). Models are trained on
 the train split only and cached next to it in the prepared corpus folder, one file per vocabulary
 size and type (``spm_joint_8000.model``, or ``spm_src_8000.model`` + ``spm_tgt_8000.model``).
 

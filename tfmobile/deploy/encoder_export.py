@@ -12,7 +12,7 @@ encoder layer with the padding mask, and the final `encoder_norm` of pre-norm mo
 the memory of the last encoder layer (what a standard decoder layer attends to).
 
 Conversion uses `tf.lite.TFLiteConverter` restricted to `TFLITE_BUILTINS`: Flex (SELECT_TF_OPS) cannot
-run in the Python LiteRT runtime and has no Android artifact (DESIGN.md). When a graph needs an op
+run in the Python LiteRT runtime and has no Android artifact. When a graph needs an op
 outside the builtins the converter fails; `convert_builtins` turns that into an `UnsupportedOpsError`
 naming the ops. `tflite_ops` lists the operators of a converted model (from its flatbuffer), so tests
 can assert that no custom or Flex op slipped in.
