@@ -429,8 +429,11 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    return run_main(PROG, lambda: run(parse_args(argv)),
-                    resume_hint="exports and conversions done so far are reused by a rerun")
+    def body() -> int:
+        run(parse_args(argv))  # writes and prints the report; the exit status is 0
+        return 0
+
+    return run_main(PROG, body, resume_hint="exports and conversions done so far are reused by a rerun")
 
 
 if __name__ == "__main__":
