@@ -17,6 +17,18 @@ def test_the_quickstart_preset_trains_on_the_bible_for_a_step_budget():
     assert t.precision == "auto"
 
 
+def test_a_step_budget_is_met_exactly_with_validations_near_the_configs_interval():
+    from tfmobile.quickstart import validation_interval
+
+    assert validation_interval(1200, 100) == 100
+    assert validation_interval(150, 100) == 75  # 2 validations, 150 steps
+    assert validation_interval(2, 10) == 2  # shorter than the interval: one validation at the end
+    assert validation_interval(1201, 100) == 1201  # a prime: one validation rather than 1,201
+    for steps in range(1, 400):
+        interval = validation_interval(steps, 100)
+        assert steps % interval == 0
+
+
 def test_quickstart_reports_keras_and_litert_scores_the_curve_and_the_latency_and_reruns_over_itself(
         tmp_path, corpus, capsys):
     from tfmobile.quickstart import quickstart

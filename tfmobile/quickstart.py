@@ -77,6 +77,13 @@ def plot_curve(points: list[dict], bleu: float, path: str, title: str) -> None:
     os.replace(tmp, path)
 
 
+def validation_interval(steps: int, preferred: int) -> int:
+    """Steps between validations (Keras epochs) for a budget of exactly `steps`: the divisor of `steps`
+    nearest `preferred` within a factor of 2, else `steps` itself (one validation, at the end)."""
+    near = [d for d in range(max(1, preferred // 2), min(steps, 2 * preferred) + 1) if steps % d == 0]
+    return min(near, key=lambda d: (abs(d - preferred), d)) if near else steps
+
+
 def report_markdown(report: dict) -> str:
     m, t, e = report["machine"], report["training"], report["export"]
     rows = [
@@ -118,17 +125,17 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
     t = exp.train
     t.time_budget_minutes = None
     per_epoch = t.steps_per_epoch or 100
-    if steps is not None:  # keep the logging interval, change the budget
-        per_epoch = min(per_epoch, steps)
-        t.epochs = -(-steps // per_epoch)
+    if steps is not None:  # change the budget, keep the validation interval near the config's
+        per_epoch = validation_interval(steps, per_epoch)
+        t.epochs = steps // per_epoch
     t.steps_per_epoch = per_epoch
     total_steps = t.epochs * per_epoch
-    policy, why = resolve_precision(t.precision)
+    policy, _ = resolve_precision(t.precision)  # for the report; `train` says why
     prepared = prepare_corpus(exp.data.corpus, data_dir=data_dir)
     print(format_counts(prepared), flush=True)
     fresh_run_dir(run_dir, verb="quickstart")
 
-    print(f"training {exp.name} for {total_steps} steps of {t.max_tokens} tokens ({policy}: {why})", flush=True)
+    print(f"training {exp.name} for {total_steps} steps of {t.max_tokens} tokens", flush=True)
     curve = LearningCurve(per_epoch)
     state = train(exp, run_dir, data_dir=data_dir, verbose=2, callbacks=[curve])
 

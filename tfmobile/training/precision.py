@@ -1,8 +1,8 @@
 """`precision: auto`: mixed bfloat16 only where the hardware computes in bfloat16, float32 elsewhere.
 
 Mixed bfloat16 halves the matmul cost on CPUs with AVX512_BF16 or AMX and on GPUs of compute capability
-8.0 and up (Ampere, Hopper). Everywhere else it is emulated and slower than float32: on a 2-core AVX2 CPU a
-training step of `small` took 0.82x the float32 speed (benchmarks/train_step_speed.py). Older GPUs
+8.0 and up (Ampere, Hopper). Everywhere else it is emulated and slower than float32: on a 2-core AVX2 CPU mixed
+bfloat16 trained `small` at 0.82x the float32 speed (benchmarks/train_step_speed.py). Older GPUs
 (compute capability 7.x, e.g. a Colab T4) have float16 tensor cores instead, so they get mixed float16.
 """
 
