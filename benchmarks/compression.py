@@ -109,7 +109,7 @@ def run(args) -> dict:
 
     print(f"QAT ({args.steps} steps)", flush=True)
     qat = os.path.join(work, "qat")
-    qat_run(args.run, qat, steps=args.steps, resume=os.path.exists(os.path.join(qat, "train_checkpoints")),
+    qat_run(args.run, qat, steps=args.steps, resume=None,
             data_dir=args.data_dir, verbose=2)
     add(measure("qat", qat, "none", args))  # the same weights in float: what quantization itself costs
     for q in ("int8", "dynamic"):
@@ -120,7 +120,7 @@ def run(args) -> dict:
     add(measure("tprune", args.tprune_run, "none", args), **params_and_zeros(args.tprune_run))
     tq = os.path.join(work, "tprune-qat")
     print(f"TPrune + QAT ({args.steps} steps)", flush=True)
-    qat_run(args.tprune_run, tq, steps=args.steps, resume=os.path.exists(os.path.join(tq, "train_checkpoints")),
+    qat_run(args.tprune_run, tq, steps=args.steps, resume=None,
             data_dir=args.data_dir, verbose=2)
     add(measure("tprune+qat", tq, "none", args))
     for q in ("int8", "dynamic"):
@@ -129,10 +129,10 @@ def run(args) -> dict:
     tp = os.path.join(work, "tprune-prune")
     print(f"TPrune + magnitude pruning to {args.sparsity:.0%} ({args.steps} steps), + QAT keeping the zeros", flush=True)
     prune_run(args.tprune_run, tp, sparsity_target=args.sparsity, schedule="polynomial", steps=args.steps,
-              prune_embeddings=True, resume=os.path.exists(os.path.join(tp, "train_checkpoints")),
+              prune_embeddings=True, resume=None,
               data_dir=args.data_dir, verbose=2)
     tpq = os.path.join(work, "tprune-prune-qat")
-    qat_run(tp, tpq, steps=args.steps, resume=os.path.exists(os.path.join(tpq, "train_checkpoints")),
+    qat_run(tp, tpq, steps=args.steps, resume=None,
             data_dir=args.data_dir, verbose=2, keep_zeros=True)
     add(measure("tprune+prune+qat", tpq, "none", args), **params_and_zeros(tpq))
     for q in ("int8", "dynamic"):

@@ -39,6 +39,7 @@ sys.path.insert(0, HERE)
 from lsra_vs_transformer import KINDS, PAIRS, pair_mult_adds  # noqa: E402  (the same pairs and check)
 
 from tfmobile.errors import TfmobileError  # noqa: E402
+from tfmobile.hardware import cpu_name  # noqa: E402
 from tfmobile.utils import atomic_write_text  # noqa: E402
 
 PROG = "encoder_latency"
@@ -199,24 +200,13 @@ def run(args) -> dict:
             "weights": args.runs_dir or f"random (seed {args.seed})",
             "source": f"{args.src_len} random ids (last = EOS), no padding",
         },
-        "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": _cpu_name(),
+        "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu_name(),
                  "load_average_before": [round(x, 2) for x in load_before],
                  "load_average_after": [round(x, 2) for x in load_after],
                  "ai_edge_litert": getattr(ai_edge_litert, "__version__", None), "tensorflow": tf.__version__},
         "models": [{k: v for k, v in m.items() if not k.startswith("_")} for m in models.values()],
         "comparisons": comparisons,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def format_table(report: dict) -> str:

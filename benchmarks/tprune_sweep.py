@@ -70,7 +70,8 @@ def train_points(args) -> None:
     for strategy in args.strategy:
         print(f"regularize ({args.regularizer}, {strategy} strategy, {args.reg_steps} steps)", flush=True)
         report = regularize_run(args.run, regularized_dir(work, strategy), args.regularizer, args.strength,
-                                args.reg_steps, args.learning_rate, strategy, data_dir=args.data_dir, verbose=2)
+                                args.reg_steps, args.learning_rate, strategy, data_dir=args.data_dir, verbose=2,
+                                resume=None)  # None: continue this stage's earlier output, if any
         print(f"  strength {report['strength']:g}; lines nearly dead: {report['line_norms']}", flush=True)
     for method, strategy, name, s in sweep_points(args):
         source = regularized_dir(work, strategy) if method == "tprune" else args.run
@@ -78,11 +79,11 @@ def train_points(args) -> None:
         print(f"{name}: prune to {s:.0%}, fine-tune {steps} steps", flush=True)
         prune_lines_run(source, os.path.join(work, name), s, method=method, strategy=strategy or "tprune",
                         finetune_steps=steps, learning_rate=args.learning_rate, data_dir=args.data_dir, verbose=2,
-                        align=args.align if method == "tprune" else 1)
+                        align=args.align if method == "tprune" else 1, resume=None)
     if args.bssl_steps:
         print(f"BSSL analysis ({args.bssl_steps} steps)", flush=True)
         bssl_run(args.run, os.path.join(work, "bssl"), args.bssl_strength, args.bssl_steps, args.learning_rate,
-                 data_dir=args.data_dir, plot=os.path.join(args.results_dir, "tprune_bssl.png"), verbose=2)
+                 data_dir=args.data_dir, plot=os.path.join(args.results_dir, "tprune_bssl.png"), verbose=2, resume=None)
 
 
 def hat_mult_adds(cfg) -> int:

@@ -56,6 +56,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from _common import run_main  # noqa: E402  (benchmarks/ is on sys.path)
 
 from tfmobile.errors import TfmobileError  # noqa: E402
+from tfmobile.hardware import cpu_name  # noqa: E402
 from tfmobile.utils import atomic_write_text  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -165,17 +166,6 @@ def format_table(report: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Building (or reusing) the two engines' models
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(dist: str) -> str | None:
@@ -380,7 +370,7 @@ def run(args) -> dict:
                                "ctranslate2_compute_type": PRECISIONS[p]["ct2_compute"]}
                            for p in args.precisions},
             "ctranslate2_threads": "inter_threads 1, intra_threads = threads",
-            "host": {"cpu_count": os.cpu_count(), "processor": _cpu_name(), "machine": platform.machine()},
+            "host": {"cpu_count": os.cpu_count(), "processor": cpu_name(), "machine": platform.machine()},
             "versions": {"tensorflow": tf.__version__, "ai_edge_litert": _version("ai-edge-litert"),
                          "ctranslate2": ctranslate2.__version__},
         },

@@ -205,3 +205,21 @@ def test_configs_and_profiles_load_without_tensorflow():
     code = ("import sys; from tfmobile.profiling import profile; profile('lite-wmt-200'); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_run_saved_before_nested_kind_settings_still_loads():
+    """Configs saved before `tfmobile.kinds` carried the five LSRA fields flat in every layer, attention
+    layers included: they load, the lsra layers' values nested, the attention layers' dropped."""
+    import yaml
+
+    from tfmobile.models.config import SAVED_LSRA_FIELDS, experiment_from_dict, load_config
+
+    for preset in ("small", "lite-wmt-200"):
+        exp = load_config(preset)
+        saved = yaml.safe_load(exp.to_yaml())
+        for side in ("encoder_layers", "decoder_layers"):
+            for layer in saved["model"][side]:
+                old = layer.pop("lsra", None) or {"attention_dim": None, "conv_type": "lightweight",
+                                                  "kernel_size": 3, "conv_heads": None, "glu": True}
+                layer.update({k: old[k] for k in SAVED_LSRA_FIELDS})
+        assert experiment_from_dict(saved, name=exp.name) == exp

@@ -3,6 +3,7 @@
 import json
 
 import jsonschema
+import pytest
 
 from conftest import tiny_config
 from tfmobile.models.config import load_config
@@ -27,6 +28,19 @@ def test_a_step_budget_is_met_exactly_with_validations_near_the_configs_interval
     for steps in range(1, 400):
         interval = validation_interval(steps, 100)
         assert steps % interval == 0
+
+
+def test_a_report_directory_the_quickstart_did_not_write_is_refused_before_any_work(tmp_path, corpus):
+    from tfmobile.errors import ConfigError
+    from tfmobile.quickstart import quickstart
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    config = tiny_config(tmp_path, corpus, steps=2, layers=1, epochs=1)
+    with pytest.raises(ConfigError, match="not a quickstart report directory"):
+        quickstart(report_dir=str(mine), run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), config=config)
+    assert (mine / "report.md").read_text() == "my own notes" and not (tmp_path / "run").exists()
 
 
 def test_quickstart_reports_keras_and_litert_scores_the_curve_and_the_latency_and_reruns_over_itself(

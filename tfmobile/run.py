@@ -98,7 +98,12 @@ def same_or_inside(path: str, root: str) -> bool:
 
 
 def read_experiment(run_dir: str) -> ExperimentConfig:
-    return experiment_from_dict(load_yaml(require_run(run_dir).config))
+    path = require_run(run_dir).config
+    try:
+        return experiment_from_dict(load_yaml(path))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(path) else f"{path}: {msg}") from None
 
 
 def write_experiment(run_dir: str, exp: ExperimentConfig) -> None:
@@ -138,7 +143,7 @@ def read_state(run_dir: str) -> dict:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({e}); it is rewritten at the next epoch end") from None
+        raise DataError(f"{path} is unreadable ({e}); delete it to continue (its epoch and step counts are lost)") from None
     if not isinstance(state, dict):
         raise DataError(f"{path} is not a JSON object")
     return state

@@ -34,7 +34,6 @@ earlier export (its model_meta.json format marker) is ever replaced: see `_check
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -53,7 +52,7 @@ from tfmobile.decoding.search import (LENGTH_EXTRA, LENGTH_RATIO, IncrementalDec
 from tfmobile.deploy.encoder_export import ExportError, _operator_codes, run_converter, tflite_ops
 from tfmobile.deploy.runtime import META_FILE, META_FORMAT, MODEL_FILE, ModelError, read_meta
 from tfmobile.layers.attention import dynamic_update_slice
-from tfmobile.models.config import ModelConfig
+from tfmobile.models.config import ExperimentConfig, ModelConfig
 from tfmobile.run import is_run, load_run, same_or_inside
 from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
@@ -312,7 +311,7 @@ def _stale(name: str, prefix: str, base: str | None = None) -> bool:
         return False
     rest = name[len(prefix):]
     pid, _, tail = rest.partition("." if base is not None else "-")
-    if not pid.isdigit() or (base is not None and not tail.startswith(base + ".")):
+    if not pid.isdigit() or (base is not None and tail.rsplit(".", 1)[0] != base):  # mkdtemp suffixes have no dots
         return False
     return not _pid_alive(int(pid))
 
@@ -438,7 +437,7 @@ def export_model(model: keras.Model, cfg: ModelConfig, out_dir: str, *, tokenize
         "ops": tflite_ops(flatbuffer),
         "gpu_compatibility": gpu_compatibility(flatbuffer),
         "source_run": os.path.abspath(source_run) if source_run else None,
-        "source_config": source_config or {"model": dataclasses.asdict(cfg)},
+        "source_config": source_config or {"model": ExperimentConfig(model=cfg).to_dict()["model"]},
     }
     if quantize == "int8":
         meta["int8_float_fallback_ops"] = float_fallback_ops(flatbuffer)

@@ -353,6 +353,10 @@ def _fill(cls, raw, where: str):
     return cls(**{n: check_value(v, hints[n], dict(fields[n].metadata), f"{where}.{n}") for n, v in raw.items()})
 
 
+# The LSRA fields that every saved layer config carried, flat, before `tfmobile.kinds`: such runs still load.
+SAVED_LSRA_FIELDS = frozenset({"attention_dim", "conv_type", "kernel_size", "conv_heads", "glu"})
+
+
 def _misplaced_kind_setting(where: str, keys) -> None:
     """The old flat form (`kind: lsra, kernel_size: 7` at layer level): say how to write it now."""
     for key in sorted(map(str, keys)):
@@ -372,6 +376,10 @@ def _kind_settings(layer, where: str):
         kind = get_kind(name)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+    if SAVED_LSRA_FIELDS <= set(layer):  # a run saved before kinds nested their settings: every layer had all five
+        flat = {key: layer.pop(key) for key in SAVED_LSRA_FIELDS}
+        if name == "lsra":
+            layer.setdefault("lsra", flat)
     _misplaced_kind_setting(where, set(layer) - {f.name for f in dataclasses.fields(DecoderLayerConfig)})
     if "kind_config" in layer:
         raise ConfigError(f"{where}: unknown key kind_config (a kind's settings go under its name, e.g. lsra: {{...}})")

@@ -17,7 +17,7 @@ import tf_keras as keras
 from tfmobile.data import prepare_corpus, train_sentencepiece
 from tfmobile.data.pipeline import token_batches, tokenized_pairs
 from tfmobile.errors import ConfigError, DataError, TrainingError
-from tfmobile.models.config import ExperimentConfig
+from tfmobile.models.config import STRATEGIES, ExperimentConfig
 from tfmobile.models.transformer import build_transformer
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, MaskedAccuracy
@@ -25,7 +25,6 @@ from tfmobile.training.schedules import InverseSqrtSchedule
 from tfmobile.run import (RunFiles, install_tokenizers, latest_checkpoint, read_experiment, read_state, restore,
                           save_model, write_experiment, write_state)
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
