@@ -5,7 +5,6 @@ few steps, and the refusals are checked to come before anything is written."""
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -275,3 +274,15 @@ def test_quickstart_run_dir_is_never_a_users_directory(tmp_path, capsys):
     fresh_run_dir(own, verb="quickstart")
     assert os.listdir(own) == ["output.json"] and read_record(own)["verb"] == "quickstart"
     assert sorted(os.listdir(tmp_path)) == ["mine", "own"]
+
+
+def test_train_refuses_a_users_non_empty_directory(tmp_path, capsys, corpus):
+    from conftest import tiny_config
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yml").write_text("my own file")
+    config = tiny_config(tmp_path, corpus, steps=2, layers=1)
+    rc, _, err = run_cli(capsys, "train", config, "--out", str(mine), "--data-dir", str(tmp_path / "data"))
+    assert_one_line_error(rc, err, "holds no run")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yml"]

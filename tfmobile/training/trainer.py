@@ -22,8 +22,8 @@ from tfmobile.models.transformer import build_transformer
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, MaskedAccuracy
 from tfmobile.training.schedules import InverseSqrtSchedule
-from tfmobile.run import (RunFiles, install_tokenizers, latest_checkpoint, read_experiment, read_state, restore,
-                          save_model, write_experiment, write_state)
+from tfmobile.run import (RunFiles, install_tokenizers, is_run, latest_checkpoint, read_experiment, read_record,
+                          read_state, restore, save_model, write_experiment, write_state)
 
 
 
@@ -144,6 +144,9 @@ def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, tran
     files = RunFiles(run_dir)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
+    if os.path.isdir(run_dir) and os.listdir(run_dir) and not is_run(run_dir) and read_record(run_dir) is None:
+        # a user's directory: a run would write its config.yaml, logs and history beside their files
+        raise ConfigError(f"{run_dir} is a non-empty directory that holds no run; choose another --out")
     has_ckpt = latest_checkpoint(files.train_checkpoints if finalize else files.checkpoints) is not None
     if has_ckpt and not resume:
         raise ConfigError(f"{run_dir} already holds a trained model: pass --resume to continue it, "
