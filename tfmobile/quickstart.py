@@ -22,11 +22,10 @@ from tfmobile.decoding.evaluate import evaluate_run
 from tfmobile.deploy.bench import bench, format_table
 from tfmobile.deploy.export import export_translator
 from tfmobile.deploy.runtime import evaluate_export
-from tfmobile.errors import ConfigError
 from tfmobile.hardware import machine
 from tfmobile.models.config import load_config
 from tfmobile.profiling import profile
-from tfmobile.run import fresh_run_dir, read_record, write_record
+from tfmobile.run import claim_directory, fresh_run_dir
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.trainer import train
 from tfmobile.utils import atomic_write_text
@@ -76,19 +75,6 @@ def plot_curve(points: list[dict], bleu: float, path: str, title: str) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
-
-
-def claim_report_dir(report_dir: str) -> None:
-    """The report directory is the quickstart's own (an output record says so): a non-empty directory that
-    the quickstart did not write is refused, before any work, and left alone."""
-    if os.path.exists(report_dir) and not os.path.isdir(report_dir):
-        raise ConfigError(f"--report-dir {report_dir} is a file; choose a directory")
-    if os.path.isdir(report_dir) and os.listdir(report_dir):
-        record = read_record(report_dir)
-        if not record or record.get("verb") != "quickstart":
-            raise ConfigError(f"{report_dir} exists and is not a quickstart report directory; choose another "
-                              "--report-dir or remove it yourself")
-    write_record(report_dir, "quickstart")
 
 
 def validation_interval(steps: int, preferred: int) -> int:
@@ -145,7 +131,7 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
     t.steps_per_epoch = per_epoch
     total_steps = t.epochs * per_epoch
     policy, _ = resolve_precision(t.precision)  # for the report; `train` says why
-    claim_report_dir(report_dir)
+    claim_directory(report_dir, "quickstart", what="report")  # before any work; a user's folder stays alone
     prepared = prepare_corpus(exp.data.corpus, data_dir=data_dir)
     print(format_counts(prepared), flush=True)
     fresh_run_dir(run_dir, verb="quickstart")

@@ -29,7 +29,7 @@ from tfmobile.data import Tokenizer
 from tfmobile.errors import ConfigError, DataError
 from tfmobile.models.config import ExperimentConfig, experiment_from_dict, load_yaml
 from tfmobile.models.transformer import build_transformer
-from tfmobile.utils import atomic_write_text
+from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
 OUTPUT_RECORD = "output.json"
 
@@ -111,17 +111,12 @@ def write_experiment(run_dir: str, exp: ExperimentConfig) -> None:
     atomic_write_text(RunFiles(run_dir).config, exp.to_yaml())
 
 
-def _copy_atomic(src: str, dst: str) -> None:
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def install_tokenizers(run_dir: str, exp: ExperimentConfig, spm) -> tuple[Tokenizer, Tokenizer]:
     """Copy the trained SentencePiece model(s) (`train_sentencepiece`'s result) into the run; returns them loaded."""
     files = RunFiles(run_dir)
     for src, dst in zip([spm] if exp.data.joint_vocab else list(spm), files.tokenizer_files(exp)):
-        _copy_atomic(src, dst)
+        with open(src, "rb") as f:
+            atomic_write_bytes(dst, f.read())
     return load_tokenizers(run_dir, exp)
 
 
@@ -248,22 +243,31 @@ def remove_directory(path: str) -> None:
     shutil.rmtree(aside)
 
 
-def fresh_run_dir(path: str, verb: str) -> None:
-    """Make `path` an empty run directory owned by `verb` (e.g. the quickstart, which always starts
-    afresh). An earlier output of the same verb is removed; any other existing non-empty directory is a
-    ConfigError and is left alone."""
+def claim_directory(path: str, verb: str, what: str = "run") -> bool:
+    """Make `path` a directory owned by `verb` (an output record says so). A non-empty directory that `verb`
+    did not write is a ConfigError and is left alone. Returns whether `path` held an earlier output of it."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"{path} is a file, not a run directory")
-    if os.path.isdir(path) and os.listdir(path):
+        raise ConfigError(f"{path} is a file, not a {what} directory")
+    earlier = os.path.isdir(path) and bool(os.listdir(path))
+    if earlier:
         record = read_record(path)
         if not record or record.get("verb") != verb:
-            raise ConfigError(f"{path} exists and is not a {verb} run directory; choose another directory "
+            raise ConfigError(f"{path} exists and is not a {verb} {what} directory; choose another directory "
                               "or remove it yourself")
+    else:
+        write_record(path, verb)
+    return earlier
+
+
+def fresh_run_dir(path: str, verb: str) -> None:
+    """Make `path` an empty run directory owned by `verb` (e.g. the quickstart, which always starts
+    afresh): an earlier output of the same verb is removed, anything else is refused (`claim_directory`)."""
+    if claim_directory(path, verb):
         remove_directory(path)
-    write_record(path, verb)
+        write_record(path, verb)
 
 
-__all__ = ["OUTPUT_RECORD", "RunFiles", "fresh_run_dir", "install_tokenizers", "is_run", "latest_checkpoint",
+__all__ = ["OUTPUT_RECORD", "RunFiles", "claim_directory", "fresh_run_dir", "install_tokenizers", "is_run", "latest_checkpoint",
            "load_run", "load_tokenizers", "read_experiment", "read_record", "read_state", "remove_directory",
            "require_run", "restore", "same_or_inside", "save_model", "steps_done", "write_experiment", "write_record",
            "write_state"]
