@@ -1,4 +1,4 @@
-"""`tfmobile <verb>`: data, train, translate, evaluate, export, prune, qat, tprune, bssl, bench, profile, presets, quickstart.
+"""`tfmobile <verb>`: data, train, translate, evaluate, export, prune, qat, tprune, bssl, bench, profile, presets, quickstart, hat.
 
 Every user-fixable problem is a `TfmobileError`: printed as one line on stderr, exit status 2.
 TensorFlow is imported only by the verbs that need it, so `profile` and `presets` answer at once.
@@ -36,7 +36,7 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
-NO_TENSORFLOW = {"profile", "presets"}
+NO_TENSORFLOW = {"profile", "presets", "hat spaces"}
 
 
 def _add_data_dir(p):
@@ -222,6 +222,61 @@ def cmd_bssl(args):
     result = bssl_run(args.run_dir, args.out, args.strength, args.steps, args.learning_rate, data_dir=args.data_dir,
                       plot=args.plot, verbose=args.verbose, resume=args.resume)
     print(json.dumps({"plot": result["plot"], "sparsity": result["sparsity"]}))
+
+
+# ---------------------------------------------------------------------------------------------
+# HAT (tfmobile.nas): `tfmobile hat spaces|train|extract|latency|predictor|search`
+
+
+def cmd_hat_spaces(args):
+    from tfmobile.nas.space import load_space, space_names
+
+    for name in space_names():
+        space = load_space(name)
+        print(f"{name:<12} {space.size():.1e} SubTransformers  {space.description.split(' - ')[0].split(';')[0]}")
+
+
+def cmd_hat_train(args):
+    from tfmobile.nas.space import load_space
+    from tfmobile.nas.training import train_supertransformer
+
+    space = load_space(args.space)
+    _apply_train_overrides(space, args)
+    state = train_supertransformer(space, args.out, resume=args.resume, data_dir=args.data_dir, verbose=args.verbose)
+    print(json.dumps({"run_dir": args.out, **state}))
+
+
+def cmd_hat_extract(args):
+    from tfmobile.nas.supertransformer import extract
+
+    result = extract(args.run_dir, args.arch, args.out)
+    print(json.dumps(result))
+
+
+def cmd_hat_latency(args):
+    from tfmobile.nas.latency import latency_dataset
+    from tfmobile.nas.space import load_space
+
+    result = latency_dataset(load_space(args.space), args.out, samples=args.samples, delegate=args.delegate,
+                             threads=args.threads, seed=args.seed, runs=args.runs, warmup=args.warmup,
+                             progress=not args.quiet)
+    print(json.dumps(result))
+
+
+def cmd_hat_predictor(args):
+    from tfmobile.nas.predictor import fit_predictors, format_report
+
+    report = fit_predictors(args.latency, args.out, seed=args.seed, progress=not args.quiet)
+    print(format_report(report))
+
+
+def cmd_hat_search(args):
+    from tfmobile.nas.search import search_run
+
+    result = search_run(args.run_dir, args.predictor, args.latency_ms, args.out, method=args.method,
+                        valid_sentences=args.valid_sentences, seed=args.seed, resume=args.resume,
+                        data_dir=args.data_dir, progress=not args.quiet)
+    print(json.dumps(result))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -445,7 +500,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", type=_file,
                    help="also write the full result (tfmobile/resources/bench_result.schema.json)")
     p.set_defaults(func=cmd_bench)
+    _add_hat_parsers(sub)
     return parser
+
+
+def _add_hat_parsers(sub):
+    hat = sub.add_parser("hat", help="HAT: SuperTransformer, latency dataset, predictor, evolutionary search").add_subparsers(
+        dest="hat_verb", required=True)
+    p = hat.add_parser("spaces", help="list the shipped design spaces")
+    p.set_defaults(func=cmd_hat_spaces)
+
+    p = hat.add_parser("train", help="train a weight-sharing SuperTransformer with model.fit, one sampled "
+                                     "SubTransformer per update")
+    p.add_argument("space", help="design space name (`tfmobile hat spaces`) or YAML path")
+    p.add_argument("--out", required=True, type=_directory, help="the SuperTransformer's run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--epochs", type=_like(TrainConfig, "epochs"))
+    p.add_argument("--steps-per-epoch", type=_like(TrainConfig, "steps_per_epoch"))
+    p.add_argument("--max-tokens", type=_like(TrainConfig, "max_tokens"))
+    p.add_argument("--strategy", choices=STRATEGIES)
+    p.add_argument("--seed", type=_like(TrainConfig, "seed"), help="seeds the weights and the SubTransformer samples")
+    p.add_argument("--verbose", type=int, default="auto", choices=[0, 1, 2], help="Keras progress output")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_hat_train)
+
+    p = hat.add_parser("extract", help="a SubTransformer with its inherited weights, as an ordinary run")
+    p.add_argument("run_dir", help="a SuperTransformer run (`tfmobile hat train`)")
+    p.add_argument("--arch", required=True, help="architecture YAML (`tfmobile hat search` writes one)")
+    p.add_argument("--out", required=True, type=_directory, help="the new run directory")
+    p.set_defaults(func=cmd_hat_extract)
+
+    p = hat.add_parser("latency", help="measure sampled SubTransformers exported to LiteRT (HAT's measure), one "
+                                       "CSV row each; a rerun continues the file")
+    p.add_argument("space", help="design space name or YAML path")
+    p.add_argument("--samples", type=_COUNT, required=True, help="rows the file should hold")
+    p.add_argument("--out", required=True, type=_file, help="the latency CSV")
+    p.add_argument("--delegate", help="delegate config name or path (default XNNPACK, 1 thread)")
+    p.add_argument("--threads", type=_threads_or_auto, help="CPU threads, overriding the delegate config")
+    p.add_argument("--seed", type=_NON_NEGATIVE, default=1, help="seeds the sampled SubTransformers")
+    p.add_argument("--runs", type=_COUNT, default=20, help="timed runs per model (HAT: 20)")
+    p.add_argument("--warmup", type=_NON_NEGATIVE, default=5, help="warm-up runs per model (HAT: 5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_hat_latency)
+
+    p = hat.add_parser("predictor", help="fit HAT's MLP latency predictor and two least-squares baselines")
+    p.add_argument("latency", help="a latency CSV (`tfmobile hat latency`)")
+    p.add_argument("--out", required=True, type=_directory, help="the predictor directory")
+    p.add_argument("--seed", type=_NON_NEGATIVE, default=1, help="seeds the held-out split and the MLP")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_hat_predictor)
+
+    p = hat.add_parser("search", help="evolutionary search for the SubTransformer with the lowest inherited "
+                                      "validation loss under a latency budget")
+    p.add_argument("run_dir", help="a SuperTransformer run (`tfmobile hat train`)")
+    p.add_argument("--predictor", required=True, help="a predictor directory (`tfmobile hat predictor`)")
+    p.add_argument("--latency-ms", required=True, type=_typed(float, above=0.0), help="the latency budget")
+    p.add_argument("--out", required=True, type=_file, help="the architecture YAML to write")
+    p.add_argument("--method", choices=["evolution", "random"], default="evolution",
+                   help="HAT's evolution, or random search with as many evaluations (the control)")
+    p.add_argument("--valid-sentences", type=_COUNT, default=200,
+                   help="the fixed subset of the valid split the fitness is measured on")
+    p.add_argument("--seed", type=_NON_NEGATIVE, default=1)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search from its last generation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_hat_search)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a usage error, already printed as one line, or --help
         return e.code
-    if args.verb not in NO_TENSORFLOW:
+    if args.verb not in NO_TENSORFLOW and f"{args.verb} {getattr(args, 'hat_verb', '')}" not in NO_TENSORFLOW:
         _import_tensorflow_quietly()
     try:
         args.func(args)
