@@ -242,7 +242,8 @@ def cmd_hat_train(args):
 
     space = load_space(args.space)
     _apply_train_overrides(space, args)
-    state = train_supertransformer(space, args.out, resume=args.resume, data_dir=args.data_dir, verbose=args.verbose)
+    state = train_supertransformer(space, args.out, resume=args.resume, data_dir=args.data_dir,
+                                   verbose="auto" if args.verbose is None else args.verbose)
     print(json.dumps({"run_dir": args.out, **state}))
 
 
@@ -520,7 +521,7 @@ def _add_hat_parsers(sub):
     p.add_argument("--max-tokens", type=_like(TrainConfig, "max_tokens"))
     p.add_argument("--strategy", choices=STRATEGIES)
     p.add_argument("--seed", type=_like(TrainConfig, "seed"), help="seeds the weights and the SubTransformer samples")
-    p.add_argument("--verbose", type=int, default="auto", choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress output (default: a bar on a terminal)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_hat_train)
 

@@ -6,6 +6,7 @@ A run directory holds everything needed to use the model later:
     checkpoints/         tf.train.CheckpointManager: model, optimizer, epoch counter
     train_checkpoints/   a fine-tune that wraps the model (pruning, QAT): its resumable training checkpoints
     train_state.json     epochs and steps done, wall-clock seconds spent training, last metrics
+    space.yaml           a SuperTransformer run (`tfmobile hat train`) only: its HAT design space
     output.json          which verb wrote the directory and from what (fine-tunes, quickstart): how a verb
                          recognises its own output, the only kind it resumes or replaces
     history.csv, logs/   per-epoch metrics and TensorBoard logs
@@ -57,6 +58,11 @@ class RunFiles:
     @property
     def state(self):
         return os.path.join(self.root, "train_state.json")
+
+    @property
+    def space(self):
+        """The design space of a SuperTransformer run (`tfmobile.nas`); its checkpoints hold elastic layers."""
+        return os.path.join(self.root, "space.yaml")
 
     @property
     def record(self):
@@ -200,6 +206,9 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, complete: bool = False):
 def load_run(run_dir: str):
     """(experiment, model with the latest checkpoint restored, (src_tokenizer, tgt_tokenizer))."""
     exp = read_experiment(run_dir)
+    if os.path.isfile(RunFiles(run_dir).space):
+        raise DataError(f"{run_dir} is a SuperTransformer (HAT) run: extract a SubTransformer from it first with "
+                        "`tfmobile hat extract`")
     latest = latest_checkpoint(RunFiles(run_dir).checkpoints)
     if latest is None:
         raise DataError(f"{run_dir} has no checkpoint yet; train (or `--resume`) first")

@@ -113,7 +113,7 @@ def count_batches(ds: tf.data.Dataset) -> int:
 
 def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: str | None = None,
           verbose: int | str = "auto", *, init_weights: list | None = None, transform=None, finalize=None,
-          callbacks: list | tuple = ()) -> dict:
+          callbacks: list | tuple = (), build=None, validate=None) -> dict:
     """Train `exp` into `run_dir`; returns train_state (epochs_done, train_seconds, last metrics).
 
     Fine-tuning (compression) hooks:
@@ -124,9 +124,14 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
             training checkpoints go to `train_checkpoints/` and `checkpoints/` receives the finalized model,
             so `load_run`, `export` and `evaluate` see a plain model.
         callbacks: extra Keras callbacks for `fit` (e.g. TF-MOT's UpdatePruningStep and PruningSummaries).
+
+    Other models (HAT's SuperTransformer, `tfmobile.nas`):
+        build: ModelConfig -> the Keras model to train (default `build_transformer`), built in the strategy's scope.
+        validate: (model, valid batches) -> {name: value}, the epoch's validation metrics in place of Keras's
+            own `val_*` (which would score whatever the model is set to compute).
     """
     strategy = make_strategy(exp.train.strategy)  # before any TF op, as MultiWorkerMirroredStrategy requires
-    args = (resume, data_dir, verbose, init_weights, transform, finalize, callbacks)
+    args = (resume, data_dir, verbose, init_weights, transform, finalize, callbacks, build, validate)
     if strategy.extended.should_checkpoint:
         return _train(exp, run_dir, strategy, *args)
     # A non-chief worker of a cluster trains in a scratch copy of the run, removed at the end: only the chief
@@ -140,7 +145,8 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, transform, finalize, callbacks):
+def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, transform, finalize, callbacks, build,
+           validate):
     files = RunFiles(run_dir)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
@@ -181,17 +187,30 @@ def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, tran
     keras.mixed_precision.set_global_policy(policy)
     try:
         return _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights, transform,
-                    finalize, list(callbacks))
+                    finalize, list(callbacks), build, validate)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
+class _Validate(keras.callbacks.Callback):
+    """The epoch's validation metrics from a `validate(model, batches)` function, added to the epoch's logs before
+    the checkpoint and the CSV logger read them (it runs first)."""
+
+    def __init__(self, validate, valid_ds):
+        super().__init__()
+        self.validate, self.valid_ds = validate, valid_ds
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.validate(self.model, self.valid_ds))
+
+
 def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_weights=None, transform=None,
-         finalize=None, extra_callbacks=()):
+         finalize=None, extra_callbacks=(), build=None, validate=None):
     t = exp.train
     run_dir = files.root
     with strategy.scope():
-        model = build_transformer(exp.model)
+        model = (build or build_transformer)(exp.model)
         if init_weights is not None:
             model.set_weights(init_weights)
         if transform is not None:
@@ -215,6 +234,7 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
         return read_state(run_dir)
 
     callbacks = [
+        *([_Validate(validate, valid_ds)] if validate is not None else []),
         _StopOnNonFiniteLoss(t.learning_rate),
         _EpochCheckpoint(manager, epoch_var, files, seconds_before),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
@@ -224,7 +244,7 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
     if t.time_budget_minutes:
         callbacks.append(_TimeBudget(t.time_budget_minutes * 60 - seconds_before))
     model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
-              validation_data=valid_ds, callbacks=callbacks, verbose=verbose)
+              validation_data=valid_ds if validate is None else None, callbacks=callbacks, verbose=verbose)
     if finalize is not None:  # the unwrapped model, in the structure `load_run` restores
         save_model(finalize(model), run_dir)
     return read_state(run_dir)
