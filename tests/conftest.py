@@ -4,7 +4,10 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +115,25 @@ def tiny_runs(tmp_path_factory, corpus):
         return tiny_run_paths(root, kind)
 
     return get
+
+
+def kill_9_when(cmd, ready, what: str, timeout: float = 240, poll: float = 0.1, settle: float = 0.0) -> int:
+    """Start `cmd`, wait until `ready()` is true (or fail the test naming `what`), wait `settle` seconds more,
+    then SIGKILL it. Returns the killed process's pid."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if ready():
+                break
+            time.sleep(poll)
+        else:
+            pytest.fail(f"{what} within {timeout:g} s")
+        time.sleep(settle)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.pid
 
 
 def run_cli(capsys, *argv):

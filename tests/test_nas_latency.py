@@ -8,17 +8,14 @@ host's timer; one module fixture and the CLI tests time real rows with host Lite
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, kill_9_when, run_cli
 from tfmobile.deploy.export import SAVED_MODEL_PREFIX
 from tfmobile.deploy.runtime import TranslatorRunner
 from tfmobile.errors import DataError
@@ -230,18 +227,8 @@ def test_kill_9_loses_at_most_the_row_in_progress(tmp_path, capsys):
     out = tmp_path / "latency.csv"
     cmd = [sys.executable, "-m", "tfmobile", "hat", "latency", space, "--samples", "100", "--out", str(out),
            "--quiet", "--runs", "2", "--warmup", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            if out.exists() and len(read_latency(str(out))[2]) >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("no two rows within 120 s")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    pid = kill_9_when(cmd, lambda: out.exists() and len(read_latency(str(out))[2]) >= 2, "no two rows", timeout=120,
+                      poll=0.05)
     rows = read_latency(str(out))[2]  # whole: the kill fell inside a row, never inside the file
     assert 2 <= len(rows) < 100
     rc, stdout, _ = run_cli(capsys, "hat", "latency", space, "--samples", str(len(rows) + 1), "--out", str(out),
@@ -249,7 +236,7 @@ def test_kill_9_loses_at_most_the_row_in_progress(tmp_path, capsys):
     assert rc == 0 and json.loads(stdout)["new_rows"] == 1
     again = read_latency(str(out))[2]
     assert again[:len(rows)] == rows and len(again) == len(rows) + 1
-    leftovers = [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"{SAVED_MODEL_PREFIX}{proc.pid}-")]
+    leftovers = [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"{SAVED_MODEL_PREFIX}{pid}-")]
     assert leftovers == []  # the killed row's SavedModel or model file was removed by the rerun
 
 

@@ -3,17 +3,15 @@ sample per update (no retracing), validation of the extremes, kill -9 and resume
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
 
-from conftest import assert_one_line_error, run_cli, shared_dir
+from conftest import assert_one_line_error, kill_9_when, run_cli, shared_dir
 from tfmobile.nas.space import load_space, space_from_dict, write_arch
 from tfmobile.nas.supertransformer import (build_supertransformer, extract_model, inherited_loss, load_supertransformer,
                                            set_sample)
@@ -203,19 +201,9 @@ def test_kill_9_then_resume_continues_the_supertransformer(tmp_path, corpus):
     run, data = tmp_path / "run", str(tmp_path / "data")
     cmd = [sys.executable, "-m", "tfmobile", "hat", "train", space, "--out", str(run), "--data-dir", data,
            "--verbose", "0", "--epochs", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = run / "train_state.json"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not reach two epochs")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_9_when(cmd, lambda: state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 2,
+                "training did not reach two epochs", poll=0.2)
     done = json.loads(state_path.read_text())["epochs_done"]
     resumed = subprocess.run(cmd[:-1] + [str(done + 1), "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -2,16 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
-from conftest import tiny_config
+from conftest import kill_9_when, tiny_config
 from tfmobile import cli
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, label_smoothed_nll
 from tfmobile.training.schedules import InverseSqrtSchedule
@@ -90,20 +87,10 @@ def test_kill_9_mid_epoch_keeps_the_last_checkpoint(tmp_path, corpus):
     run = tmp_path / "run"
     data = str(tmp_path / "data")
     cmd = [sys.executable, "-m", "tfmobile", "train", cfg, "--out", str(run), "--data-dir", data, "--epochs", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = run / "train_state.json"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            if state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training did not reach two epochs")
-        time.sleep(0.5)  # somewhere inside a later epoch (or its checkpoint write)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    # killed somewhere inside a later epoch (or its checkpoint write)
+    kill_9_when(cmd, lambda: state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 2,
+                "training did not reach two epochs", poll=0.2, settle=0.5)
     done = json.loads(state_path.read_text())["epochs_done"]
     latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
     assert latest is not None and int(latest.rsplit("-", 1)[1]) >= done - 1
