@@ -194,6 +194,11 @@ def test_an_extracted_run_is_an_ordinary_run_for_every_verb(super_run, tmp_path,
     rc, out, err = run_cli(capsys, "bench", str(tmp_path / "export" / "model.tflite"), "--runs", "3", "--warmup", "1",
                            "--source-len", "8", "--steps", "8")
     assert rc == 0, err
+    # the smallest has encoder 24 and decoder 16 wide: two embedding tables, which TPrune shrinks as any run's
+    rc, out, err = run_cli(capsys, "tprune", sub, "--out", str(tmp_path / "tp"), "--sparsity", "0.2", "--reg-steps", "5",
+                           "--finetune-steps", "5", "--data-dir", data)
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["params"] < json.loads(out.strip().splitlines()[-1])["params_before"]
 
 
 def test_kill_9_then_resume_continues_the_supertransformer(tmp_path, corpus):
