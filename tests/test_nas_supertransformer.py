@@ -237,3 +237,11 @@ def test_bad_inputs_give_one_line(super_run, tmp_path, tiny_runs, capsys):
     assert_one_line_error(rc, err, "not a SuperTransformer run")
     rc, _, err = run_cli(capsys, "evaluate", super_run["run"], "--limit", "2")
     assert_one_line_error(rc, err, "SuperTransformer", "hat extract")
+
+
+def test_trains_under_a_mirrored_strategy(tmp_path, corpus, capsys):
+    space = write_space(tmp_path / "space.yaml", corpus, epochs=1, steps_per_epoch=3)
+    rc, out, err = run_cli(capsys, "hat", "train", space, "--out", str(tmp_path / "run"), "--strategy", "mirrored",
+                           "--verbose", "0", "--data-dir", str(tmp_path / "data"))
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["steps_done"] == 3
