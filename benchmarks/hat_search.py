@@ -6,6 +6,7 @@ Stages, each resumable (a finished stage is read back, an interrupted one contin
     supertransformer   `tfmobile hat train small` (the space's recipe and step budget)
     latency            300 sampled SubTransformers exported to LiteRT and timed on this host, 1 thread
     predictor          HAT's MLP and the two least-squares baselines, held-out 20%
+    latency_repeat     30 of those rows measured again: the labels' own noise, the floor for any predictor
     search             HAT's evolution at 3 budgets, and the random-search control with as many evaluations
     scratch            every searched SubTransformer and the hand-designed Transformers, trained from scratch
                        with one recipe and one step count, scored with beam 4 on the test split
@@ -97,6 +98,30 @@ def latency_stage(space, work, samples):
     from tfmobile.nas.latency import latency_dataset
 
     return latency_dataset(space, os.path.join(work, "latency.csv"), samples=samples, progress=True)
+
+
+def repeat_stage(space, work, rows):
+    """The noise floor of the labels: the first `rows` rows' models exported and measured again (same architecture,
+    same weights, a fresh interpreter), and the MAPE between the two measurements. No predictor can be expected
+    to beat it on held-out rows."""
+    import numpy as np
+
+    from tfmobile.nas.latency import HostLiteRT, export_subtransformer, read_latency, sample_row_arch
+
+    _, _, first = read_latency(os.path.join(work, "latency.csv"))
+    measurer, again = HostLiteRT(), []
+    for row in first[:rows]:
+        arch, weights_seed = sample_row_arch(space, 1, row["index"])
+        path = os.path.join(work, "repeat.tflite")
+        with open(path, "wb") as f:
+            f.write(export_subtransformer(space, arch, weights_seed))
+        again.append(measurer.measure(path)["latency_ms"])
+        os.remove(path)
+    before = np.array([r["latency_ms"] for r in first[:rows]])
+    again = np.array(again)
+    return {"rows": rows, "mape_between_measurements": round(float(np.mean(np.abs(again - before) / before) * 100), 2),
+            "rmse_ms": round(float(np.sqrt(np.mean((again - before) ** 2))), 3),
+            "first_ms": before.round(4).tolist(), "again_ms": again.round(4).tolist()}
 
 
 def predictor_stage(work):
@@ -313,6 +338,7 @@ def main() -> int:
         if args.until == "latency":
             return 0
         results["predictor"] = _stage("predictor", work, lambda: predictor_stage(work))
+        results["latency_repeat"] = _stage("latency_repeat", work, lambda: repeat_stage(space, work, 30))
         if args.until == "predictor":
             return 0
         budgets = budgets_from(space, os.path.join(work, "predictor"))
