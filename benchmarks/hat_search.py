@@ -197,7 +197,7 @@ def scratch_stage(space, work, models, steps, data_dir):
         result = _json(result_path)
         out[name] = {"group": group, "arch": arch.to_dict(), "run": run, "bleu": result["bleu"], "chrf": result["chrf"],
                      "steps": result["train"]["steps_done"], "train_seconds": result["train"]["train_seconds"]}
-    return out
+    return {"models": out}
 
 
 def measure_stage(scratch, rounds, data_dir):
@@ -328,7 +328,7 @@ def main() -> int:
                    "machine": machine()}
         if args.hand_designed_only:
             hand = {name: (space.check(hand_arch(spec)), "hand-designed") for name, spec in HAND_DESIGNED.items()}
-            print(json.dumps(scratch_stage(space, work, hand, args.steps, args.data_dir), indent=2))
+            print(json.dumps(scratch_stage(space, work, hand, args.steps, args.data_dir)["models"], indent=2))
             return 0
         results["supertransformer"] = _stage("supertransformer", work,
                                              lambda: train_supertransformer_stage(space, work, args.data_dir))
@@ -347,7 +347,8 @@ def main() -> int:
         if args.until == "search":
             return 0
         models = scratch_models(space, results["search"])
-        results["scratch"] = _stage("scratch", work, lambda: scratch_stage(space, work, models, args.steps, args.data_dir))
+        results["scratch"] = _stage("scratch", work,
+                                    lambda: scratch_stage(space, work, models, args.steps, args.data_dir))["models"]
         if args.until == "scratch":
             return 0
         results["measure"] = _stage("measure", work, lambda: measure_stage(results["scratch"], args.rounds, args.data_dir))
