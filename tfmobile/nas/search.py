@@ -38,6 +38,7 @@ drawn in blocks, and the first ones under the budget kept, in draw order.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -357,7 +358,7 @@ def plot_search(path: str, histories: dict[str, list[dict]], budget_ms: float | 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for (label, history), style in zip(histories.items(), ("o-", "s--", "^:", "d-.")):
+    for (label, history), style in zip(histories.items(), itertools.cycle(("o-", "s--", "^:", "d-.", "v-", "x--"))):
         ax.plot([h["evaluations"] for h in history], [h["best_fitness"] for h in history], style, markersize=3,
                 label=f"{label} ({len(history)} generations)" if label == "evolution" else label)
     ax.set_xlabel("fitness evaluations (distinct SubTransformers)")
