@@ -43,7 +43,8 @@ import yaml
 
 from tfmobile.errors import ConfigError
 from tfmobile.models.config import (DataConfig, DecoderLayerConfig, EncoderLayerConfig, ExperimentConfig,
-                                    ModelConfig, TrainConfig, _fill, check_value, field_rule, load_yaml)
+                                    ModelConfig, TrainConfig, _fill, _section, check_value, field_rule,
+                                    load_yaml)
 from tfmobile.resources import SPACES_DIR
 from tfmobile.utils import atomic_write_text
 
@@ -259,15 +260,6 @@ def load_space(name_or_path: str) -> Space:
     except ConfigError as e:
         msg = str(e)
         raise ConfigError(msg if msg.startswith(path) else f"{path}: {msg}") from None
-
-
-def _section(raw: dict, key: str) -> dict:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key} must be a mapping (got {value!r:.40})")
-    return dict(value)
 
 
 def space_from_dict(raw, name: str = "custom") -> Space:
