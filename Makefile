@@ -6,6 +6,15 @@ PYTHON    ?= python3
 BIN       := $(VENV)/bin
 # The corpora (SWORD Bible modules + Python bindings, the Ding dictionary) and what a bare Debian lacks to make a venv.
 APT_PACKAGES := sword-text-sparv sword-text-web python3-sword trans-de-en python3-venv python3-dev
+# The Android core's JVM tests (tests/test_android_core.py): JUnit 4 from Debian, on the machine's Java.
+TEST_APT_PACKAGES := junit4 libhamcrest-java
+# Commands the tests need, and the Debian package that brings each when it is missing. By command, not package:
+# a machine whose Java or npm came from elsewhere (a JDK, NodeSource) keeps its own.
+TEST_APT_COMMANDS := java:default-jre-headless npm:npm
+# The Kotlin compiler the tests compile the core with: the Gradle Kotlin plugin's version, read from the
+# app's version catalog (the one place it is written), installed from npm into .tools/.
+KOTLIN_VERSION := $(shell sed -n 's/^kotlin *= *"\([^"]*\)".*/\1/p' android_demo/gradle/libs.versions.toml)
+TOOLS     := .tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The Pythons tfmobile runs on: pyproject.toml's requires-python, the one place the range is written.
 PYTHON_RANGE := $(shell sed -n 's/^requires-python *= *"\([^"]*\)".*/\1/p' pyproject.toml)
@@ -19,7 +28,7 @@ PYTHON_CHECK := import operator as o, re, sys; \
   print("" if ok else "%s is Python %d.%d; tfmobile needs Python %s (its dependencies publish wheels for no other): \
 run make PYTHON=python3.X with X in that range" % (sys.argv[2], have[0], have[1], sys.argv[1]))
 
-.PHONY: quickstart test test-slow deps apt venv python-check clean
+.PHONY: quickstart test test-slow deps test-deps apt test-apt kotlin venv python-check clean
 
 quickstart: deps
 	$(BIN)/tfmobile quickstart
@@ -29,22 +38,42 @@ quickstart: deps
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-test: deps
-	$(PYTEST)
+# TFMOBILE_REQUIRE_JVM: the tools are installed here, so the Android core's JVM tests may not skip.
+test: test-deps
+	TFMOBILE_REQUIRE_JVM=1 $(PYTEST)
 
-test-slow: deps
-	$(PYTEST) -m slow
+test-slow: test-deps
+	TFMOBILE_REQUIRE_JVM=1 $(PYTEST) -m slow
 
 deps: apt venv
 
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
+test-deps: deps test-apt kotlin
+
+# $(call apt_install,PACKAGES,COMMAND:PACKAGE pairs): install those of them not yet there, in one apt-get call.
+apt_install = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	for cp in $(2); do command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp\#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+apt:
+	@$(call apt_install,$(APT_PACKAGES),)
+
+test-apt:
+	@$(call apt_install,$(TEST_APT_PACKAGES),$(TEST_APT_COMMANDS))
+
+kotlin: $(TOOLS)/kotlin-$(KOTLIN_VERSION).installed
+
+$(TOOLS)/kotlin-$(KOTLIN_VERSION).installed: android_demo/gradle/libs.versions.toml
+	$(if $(KOTLIN_VERSION),,$(error no kotlin = "X.Y.Z" line in android_demo/gradle/libs.versions.toml))
+	mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --no-save --loglevel=error kotlin-compiler@$(KOTLIN_VERSION)
+	$(TOOLS)/node_modules/kotlin-compiler/bin/kotlinc -version 2>&1 | grep -q "$(KOTLIN_VERSION)"
+	rm -f $(TOOLS)/kotlin-*.installed
+	touch $@
 
 venv: $(VENV)/.installed
 
@@ -59,4 +88,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(TOOLS) build dist *.egg-info
