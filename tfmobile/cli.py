@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfmobile.errors import InputError, TfmobileError  # noqa: E402
+from tfmobile.errors import ConfigError, InputError, TfmobileError  # noqa: E402
 from tfmobile.models.config import STRATEGIES, TrainConfig, field_rule, rule_problem  # noqa: E402
 
 
@@ -172,12 +172,28 @@ def cmd_quickstart(args):
                config=args.config, beam=args.beam)
 
 
+def _adb_flags(args, wanted: bool, what: str):
+    """--serial and --adb-timeout mean a phone: refused without it, rather than silently unused."""
+    if not wanted:
+        given = [flag for flag, value in (("--serial", args.serial), ("--adb-timeout", args.adb_timeout))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} {what}")
+
+
 def cmd_bench(args):
     from tfmobile.deploy.bench import bench, format_table
     from tfmobile.utils import atomic_write_text
 
-    result = bench(args.model, delegate=args.delegate, num_threads=args.threads, source_len=args.source_len,
+    _adb_flags(args, args.adb, "--adb")
+    measure = dict(delegate=args.delegate, num_threads=args.threads, source_len=args.source_len,
                    decode_steps=args.steps, warmup=args.warmup, runs=args.runs)
+    if args.adb:
+        from tfmobile.deploy.adb import DEFAULT_TIMEOUT, bench_on_phone
+
+        result = bench_on_phone(args.model, serial=args.serial, timeout=args.adb_timeout or DEFAULT_TIMEOUT, **measure)
+    else:
+        result = bench(args.model, **measure)
     print(format_table(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
@@ -255,12 +271,20 @@ def cmd_hat_extract(args):
 
 
 def cmd_hat_latency(args):
-    from tfmobile.nas.latency import latency_dataset
+    from tfmobile.nas.latency import AdbPhone, latency_dataset
     from tfmobile.nas.space import load_space
 
-    result = latency_dataset(load_space(args.space), args.out, samples=args.samples, delegate=args.delegate,
+    _adb_flags(args, args.measurer == "adb", "--measurer adb")
+    space = load_space(args.space)
+    measurer = None  # latency_dataset's default: host LiteRT
+    if args.measurer == "adb":
+        from tfmobile.deploy.adb import DEFAULT_TIMEOUT
+
+        measurer = AdbPhone(args.delegate, args.threads, serial=args.serial,
+                            timeout=args.adb_timeout or DEFAULT_TIMEOUT, runs=args.runs, warmup=args.warmup)
+    result = latency_dataset(space, args.out, samples=args.samples, delegate=args.delegate,
                              threads=args.threads, seed=args.seed, runs=args.runs, warmup=args.warmup,
-                             progress=not args.quiet)
+                             progress=not args.quiet, measurer=measurer)
     print(json.dumps(result))
 
 
@@ -489,9 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("bench", help="latency of an exported translator on this host, measured as in HAT")
+    p = sub.add_parser("bench", help="latency of an exported translator on this host (or a phone: --adb), "
+                                     "measured as in HAT")
     p.add_argument("model", help="an exported model.tflite (signatures encode, decode_step, optionally translate)")
-    p.add_argument("--delegate", help="delegate config name (see tfmobile/resources/delegates) or path; default XNNPACK, 1 thread")
+    p.add_argument("--delegate", help="delegate config name (see tfmobile/resources/delegates) or path; default "
+                                      "XNNPACK, 1 thread; GPU configs need --adb")
     p.add_argument("--threads", type=_threads_or_auto,
                    help="CPU threads, overriding the delegate config (-1: the runtime chooses)")
     p.add_argument("--source-len", type=_COUNT, default=30, help="source tokens (HAT: 30; 23 for IWSLT)")
@@ -500,9 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_COUNT, default=50, help="timed runs; the fastest and slowest 10%% are dropped")
     p.add_argument("--json", metavar="OUT", type=_file,
                    help="also write the full result (tfmobile/resources/bench_result.schema.json)")
+    p.add_argument("--adb", action="store_true",
+                   help="run it on an Android phone with the demo app (android_demo), over adb ($ADB or adb on PATH)")
+    _add_adb_args(p)
     p.set_defaults(func=cmd_bench)
     _add_hat_parsers(sub)
     return parser
+
+
+def _add_adb_args(p):
+    p.add_argument("--serial", help="the phone (a serial of `adb devices`) when several are connected; "
+                                    "default $ANDROID_SERIAL, else the only one")
+    p.add_argument("--adb-timeout", metavar="SEC", type=_typed(float, above=0.0),
+                   help="how long to wait for the phone's result (default 600)")
 
 
 def _add_hat_parsers(sub):
@@ -541,6 +577,9 @@ def _add_hat_parsers(sub):
     p.add_argument("--seed", type=_NON_NEGATIVE, default=1, help="seeds the sampled SubTransformers")
     p.add_argument("--runs", type=_COUNT, default=20, help="timed runs per model (HAT: 20)")
     p.add_argument("--warmup", type=_NON_NEGATIVE, default=5, help="warm-up runs per model (HAT: 5)")
+    p.add_argument("--measurer", choices=["host", "adb"], default="host",
+                   help="host: this machine's LiteRT; adb: a phone with the demo app (GPU configs too)")
+    _add_adb_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_hat_latency)
 

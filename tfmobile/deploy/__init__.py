@@ -2,7 +2,8 @@
 
 - `export`: a trained run -> model.tflite (encode / decode_step / translate), tokenizer, model_meta.json
 - `runtime`: `TranslatorRunner` (signatures by name) and `LiteTranslator` (text in, text out)
-- `bench`: HAT's latency measure on the host; `delegates`: the per-phone TFLiteSettings files
+- `bench`: HAT's latency measure on the host; `adb`: the same measure on a phone, by the Android app over adb;
+  `delegates`: the per-phone TFLiteSettings files
 - `encoder_export`: the encoder alone (Lite Transformer vs Transformer latency)
 - `ctranslate2`: the same weights as a CTranslate2 model, the CPU peer we measure against
 """

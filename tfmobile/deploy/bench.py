@@ -17,8 +17,9 @@ The decoder is fed its own greedy choice, so the loop does what a phone does, bu
 
 Threads and the CPU path come from a delegate config (`tfmobile.deploy.delegates`): XNNPACK is the
 runtime's default CPU delegate, NONE runs the builtin kernels only. The host Python runtime has no GPU
-delegate, so GPU configs are refused: run them on the phone with the Android app, which writes the
-same result schema (`tfmobile/resources/bench_result.schema.json`).
+delegate, so GPU configs are refused: run them on the phone with the Android app (`tfmobile bench --adb`,
+`tfmobile.deploy.adb`), which writes the same result schema (`tfmobile/resources/bench_result.schema.json`)
+plus what ran on which accelerator.
 
 Example:
     >>> result = bench("exports/lite/model.tflite", delegate="pixel8-cpu1", runs=50)
@@ -59,17 +60,20 @@ class BenchError(TfmobileError):
 # Delegate settings
 
 
-def resolve_delegate(delegate=None, num_threads=None) -> tuple[str | None, dict, int]:
-    """(config name, TFLiteSettings actually used, threads) from a config name/path and a threads override."""
+def resolve_delegate(delegate=None, num_threads=None, gpu: bool = False) -> tuple[str | None, dict, int]:
+    """(config name, TFLiteSettings actually used, threads) from a config name/path and a threads override.
+
+    `gpu=False` (the host runtime) refuses GPU configs; the phone (`tfmobile.deploy.adb`) takes them."""
     if delegate is None:
         name, settings = None, copy.deepcopy(DEFAULT_SETTINGS)
     else:
         settings = load_delegate_config(delegate)
         name = delegate_config_path(delegate).stem
     kind = settings["delegate"]
-    if kind == "GPU":
+    if kind == "GPU" and not gpu:
         raise BenchError(f"delegate config {name} asks for the GPU delegate, which the host Python runtime does not "
-                         "have: run it on the phone with the Android app (android_demo), or bench a CPU config here")
+                         "have: run it on a phone with the Android app (android_demo) and `--adb`, or bench a CPU config "
+                         "here")
     if num_threads is not None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < -1 or num_threads == 0:
             raise BenchError(f"threads must be a positive integer or -1 (let the runtime choose), got {num_threads!r}")
@@ -95,7 +99,8 @@ def summarize(samples_ns, trim: float) -> dict:
             "max_ms": round(float(kept.max()), 4), "samples": int(kept.size)}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -136,6 +141,12 @@ def _open_runner(model_path, threads: int, use_xnnpack: bool, source_len, decode
     return runner, meta, max_target_len
 
 
+def check_model(model_path, source_len=30, decode_steps=30, warmup=5, runs=50, trim=0.1) -> None:
+    """Refuse, as `bench` would, a file that is not an exported translator or a measure it cannot take
+    (what `tfmobile.deploy.adb` checks before any phone is involved)."""
+    _open_runner(model_path, 1, True, source_len, decode_steps, warmup, runs, trim)
+
+
 def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_steps=30, warmup=5, runs=50, trim=0.1,
           progress=True) -> dict:
     """Benchmark an exported translator with HAT's measure; the result follows `tfmobile/resources/bench_result.schema.json`.
@@ -174,7 +185,7 @@ def bench(model_path, delegate=None, num_threads=None, source_len=30, decode_ste
     return {
         "schema": SCHEMA_ID,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path),
+        "model": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path),
                   "quantization": (meta or {}).get("quantization"),
                   "max_source_len": runner.max_source_len, "max_target_len": max_target_len},
         "runtime": {"name": "ai_edge_litert", "version": importlib.metadata.version("ai-edge-litert")},
@@ -238,19 +249,28 @@ def compare(models: dict, reference: str, source_len: int = 30, decode_steps: in
     return out
 
 
+ACCELERATED = {True: "fully accelerated", False: "not fully accelerated", None: "not reported"}
+
+
 def format_table(result: dict) -> str:
-    """A short human summary: what was measured, then p50 / p90 / mean per measure."""
+    """A short human summary: what was measured (and on which phone), then p50 / p90 / mean per measure, then
+    what ran on which accelerator when the result says (the Android app's `accelerators`)."""
     d, s = result["delegate"], result["settings"]
     kept = result["measures"]["hat"]["samples"]
+    device = result["host"].get("device")
     lines = [f"{result['model']['file']}: {d['settings']['delegate']}, {result['threads']} thread(s)"
-             f"{' (' + d['name'] + ')' if d['name'] else ''}; {s['source_len']} source tokens, "
-             f"{s['decode_steps']} decode steps; {s['runs']} runs, {kept} kept",
+             f"{' (' + d['name'] + ')' if d['name'] else ''}{' on ' + device if device else ''}; "
+             f"{s['source_len']} source tokens, {s['decode_steps']} decode steps; {s['runs']} runs, {kept} kept",
              f"{'measure':<12} {'p50 ms':>10} {'p90 ms':>10} {'mean ms':>10}"]
     for key, m in result["measures"].items():
         extra = f"   mean target length {m['target_length_mean']:g}" if "target_length_mean" in m else ""
         lines.append(f"{key:<12} {m['p50_ms']:>10.3f} {m['p90_ms']:>10.3f} {m['mean_ms']:>10.3f}{extra}")
+    if "accelerators" in result:
+        parts = [f"{sig} {a['requested']} {ACCELERATED[a['fully_accelerated']]}"
+                 + (f" ({a['note']})" if a.get("note") else "") for sig, a in result["accelerators"].items()]
+        lines.append("accelerators: " + "; ".join(parts))
     return "\n".join(lines)
 
 
-__all__ = ["BENCH_SCHEMA", "BenchError", "SCHEMA_ID", "bench", "compare", "format_table",
+__all__ = ["BENCH_SCHEMA", "BenchError", "SCHEMA_ID", "bench", "check_model", "compare", "file_sha256", "format_table",
            "resolve_delegate", "summarize"]

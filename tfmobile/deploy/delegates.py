@@ -79,5 +79,15 @@ def load_delegate_config(path_or_name: str) -> dict:
     return config
 
 
-__all__ = ["DELEGATES_DIR", "DEVICES_INDEX", "SETTINGS_SCHEMA", "delegate_config_path",
+def device_of_config(path_or_name: str) -> str | None:
+    """The devices.json key of the device a shipped config belongs to (`pixel8-gpu-fp16` -> `pixel8`);
+    None for a config file of one's own."""
+    path = delegate_config_path(path_or_name).resolve()
+    if path.parent != DELEGATES_DIR.resolve():
+        return None
+    devices = read_json(DEVICES_INDEX, "device index")["devices"]
+    return next((key for key, device in devices.items() if path.name in device["configs"].values()), None)
+
+
+__all__ = ["DELEGATES_DIR", "DEVICES_INDEX", "SETTINGS_SCHEMA", "delegate_config_path", "device_of_config",
            "list_delegate_configs", "load_delegate_config", "read_json", "validate"]

@@ -1,5 +1,5 @@
 """HAT, Hardware-Aware Transformers (Wang et al., ACL 2020): an elastic weight-sharing SuperTransformer trained by
-uniform sampling, a latency dataset measured on the target (LiteRT on the host now, a phone over adb next), a
+uniform sampling, a latency dataset measured on the target (LiteRT on the host, or a phone over adb with the Android app), a
 latency predictor, and an evolutionary search for the SubTransformer with the lowest inherited validation loss
 under a latency budget.
 

@@ -15,7 +15,8 @@ One row:
      builtins-only flatbuffer with fixed shapes (source and target length 32, which covers the
      measure's 30 + 30): no in-graph `translate` WHILE loop, no GPU analyzer, no metadata, no tokenizer;
   3. time it with a `Measurer`: `HostLiteRT` runs `tfmobile.deploy.bench.bench` (XNNPACK, 1 thread, or a
-     delegate config); the Android issue adds a phone over adb behind the same interface.
+     delegate config); `AdbPhone` has the Android demo app run the same measure on a phone over adb
+     (`tfmobile.deploy.adb`, `--measurer adb`), GPU configs included.
 
 What a row costs on this 2-core VM (`small` space, float32), measured one row at a time: exporting the
 largest SubTransformer (encoder 256x4, decoder 256x3, FFN 1024, vocabulary 4000; 28 MiB) takes about
@@ -62,6 +63,7 @@ import tf_keras as keras
 from tqdm import tqdm
 
 import tfmobile
+from tfmobile.deploy.adb import DEFAULT_TIMEOUT, Phone, prepare
 from tfmobile.deploy.bench import bench, resolve_delegate
 from tfmobile.deploy.export import SAVED_MODEL_PREFIX, TranslatorModule, clean_stale_temp, convert
 from tfmobile.errors import ConfigError, DataError
@@ -121,13 +123,45 @@ class HostLiteRT(Measurer):
                 "delegate_config": self.delegate_config, "tflite_settings": self.tflite_settings}
 
     def measure(self, model_path: str) -> dict:
-        result = bench(model_path, delegate=self.delegate, num_threads=self.threads_override, progress=False,
-                       **self.settings)
-        m = result["measures"]
-        # bench's decode_step sample is each run's per-step mean: the trimmed mean of the totals is steps times it
-        return {"encoder_ms": m["encoder"]["mean_ms"],
-                "decoder_ms": round(m["decode_step"]["mean_ms"] * self.settings["decode_steps"], 4),
-                "latency_ms": m["hat"]["mean_ms"]}
+        return _hat_label(bench(model_path, delegate=self.delegate, num_threads=self.threads_override,
+                                progress=False, **self.settings))
+
+
+class AdbPhone(Measurer):
+    """A phone over adb, timed by the Android demo app (`tfmobile.deploy.adb`): any delegate config, GPU included.
+
+    The phone is connected when the measurer is made, so no adb, no device or no app is refused before any
+    export. Every row's model replaces the previous one on the phone (DEV/exports/hat-latency/): a
+    SubTransformer export is a bare model.tflite, which is all the app's benchmark needs."""
+
+    name = "adb-phone"
+    EXPORT_NAME = "hat-latency"
+
+    def __init__(self, delegate=None, threads=None, serial=None, adb=None, timeout=DEFAULT_TIMEOUT, **measure):
+        super().__init__(**{**HAT_MEASURE, **measure})
+        self.delegate_config, self.tflite_settings, self.threads = resolve_delegate(delegate, threads, gpu=True)
+        self.delegate, self.threads_override, self.timeout = delegate, threads, timeout
+        self.phone = Phone(serial, adb)
+        self.device_model = self.phone.getprop("ro.product.model")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "serial": self.phone.serial, "device_model": self.device_model,
+                "delegate": self.tflite_settings["delegate"], "threads": self.threads,
+                "delegate_config": self.delegate_config, "tflite_settings": self.tflite_settings}
+
+    def measure(self, model_path: str) -> dict:
+        request = prepare(model_path, self.delegate, self.threads_override, export_name=self.EXPORT_NAME,
+                          **self.settings)
+        return _hat_label(self.phone.bench(request, self.timeout, progress=False))
+
+
+def _hat_label(result: dict) -> dict:
+    """A bench result (host or phone: bench_result.schema.json) as a row's three trimmed means, in ms."""
+    m = result["measures"]
+    # bench's decode_step sample is each run's per-step mean: the trimmed mean of the totals is steps times it
+    return {"encoder_ms": m["encoder"]["mean_ms"],
+            "decoder_ms": round(m["decode_step"]["mean_ms"] * result["settings"]["decode_steps"], 4),
+            "latency_ms": m["hat"]["mean_ms"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,5 +385,5 @@ def _forget_models() -> None:
     keras.backend.clear_session()
 
 
-__all__ = ["COLUMNS", "FORMAT", "HAT_MEASURE", "HostLiteRT", "Measurer", "export_subtransformer", "file_header",
-           "latency_dataset", "read_latency", "sample_row_arch"]
+__all__ = ["COLUMNS", "FORMAT", "HAT_MEASURE", "AdbPhone", "HostLiteRT", "Measurer", "export_subtransformer",
+           "file_header", "latency_dataset", "read_latency", "sample_row_arch"]
