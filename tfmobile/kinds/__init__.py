@@ -37,7 +37,7 @@ CTranslate2 check all ask the registry.
 from __future__ import annotations
 
 from tfmobile.errors import ConfigError
-from tfmobile.kinds import attention, lsra
+from tfmobile.kinds import attention, lsh, lsra
 from tfmobile.kinds.base import LayerKind, SelfAttentionContext, keras_layer
 from tfmobile.kinds.costs import Cost
 
@@ -66,5 +66,6 @@ def kind_names() -> tuple[str, ...]:
 
 register_kind(attention.KIND)
 register_kind(lsra.KIND)
+register_kind(lsh.KIND)
 
 __all__ = ["Cost", "LayerKind", "SelfAttentionContext", "get_kind", "keras_layer", "kind_names", "register_kind"]

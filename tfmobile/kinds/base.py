@@ -20,6 +20,9 @@ class SelfAttentionContext:
     causal: bool  # decoder self-attention: no looking ahead, and `initial_cache` / `step` for decoding
     attention_dropout: float
     weight_dropout: float
+    # the longest sequence the sublayer will see (the model's max_source_len / max_target_len): what a kind
+    # whose settings default from the length (LSH's n_buckets) resolves them by when inputs vary in length
+    max_length: int | None = None
 
 
 def keras_layer(class_name: str, **config) -> dict:

@@ -24,7 +24,8 @@ def self_attention(cfg: ModelConfig, layer, side: str) -> dict:
     """The Keras config of a layer's self-attention sublayer, as its kind builds it."""
     d = cfg.encoder_embed_dim if side == "encoder" else cfg.decoder_embed_dim
     ctx = SelfAttentionContext(d=d, causal=side == "decoder", attention_dropout=cfg.attention_dropout,
-                               weight_dropout=cfg.weight_dropout)
+                               weight_dropout=cfg.weight_dropout,
+                               max_length=cfg.max_source_len if side == "encoder" else cfg.max_target_len)
     return get_kind(layer.kind).self_attention(layer, ctx)
 
 
