@@ -160,11 +160,11 @@ def test_unknown_kind_is_one_config_error(tmp_path, capsys):
     raw = {"embed_dim": D, "encoder": {"num_layers": 1, "kind": "elastic"}, "decoder": {"num_layers": 1}}
     with pytest.raises(ConfigError) as e:
         model_config_from_dict(raw)
-    assert str(e.value) == "model.encoder.kind: unknown layer kind 'elastic' (known: attention, lsra, lsh)"
+    assert str(e.value) == "model.encoder.kind: unknown layer kind 'elastic' (known: attention, lsra, lsh, sparse_qkv)"
     path = tmp_path / "elastic.yaml"
     path.write_text(yaml.safe_dump({"model": raw}))
     rc, _, err = run_cli(capsys, "profile", str(path))
-    assert_one_line_error(rc, err, "unknown layer kind 'elastic'", "known: attention, lsra, lsh")
+    assert_one_line_error(rc, err, "unknown layer kind 'elastic'", "known: attention, lsra, lsh, sparse_qkv")
 
 
 @pytest.mark.parametrize("encoder,where", [

@@ -1,4 +1,4 @@
-"""`tfmobile <verb>`: data, train, translate, evaluate, export, prune, qat, tprune, bssl, bench, profile, presets, quickstart, hat.
+"""`tfmobile <verb>`: data, train, translate, evaluate, generate, export, prune, qat, tprune, bssl, bench, profile, presets, quickstart, hat.
 
 Every user-fixable problem is a `TfmobileError`: printed as one line on stderr, exit status 2.
 TensorFlow is imported only by the verbs that need it, so `profile` and `presets` answer at once.
@@ -46,7 +46,16 @@ def _add_data_dir(p):
 
 def cmd_data_prepare(args):
     from tfmobile.data import format_counts, prepare_corpus
+    from tfmobile.data.text import TEXT_CORPORA, prepare_text
 
+    if args.name in TEXT_CORPORA or args.name.endswith(".txt"):  # continuous text, a language model's
+        text = prepare_text(args.name, data_dir=args.data_dir, force=args.force)
+        if args.json:
+            print(json.dumps({"corpus": text.corpus, "chars": text.chars, "directory": text.directory}))
+        else:
+            print(f"text {text.corpus} in {text.directory}: " + ", ".join(
+                f"{split} {n:,} characters" for split, n in text.chars.items()))
+        return
     prepared = prepare_corpus(args.name, data_dir=args.data_dir, force=args.force)
     if args.json:
         print(json.dumps({"corpus": prepared.corpus, "src_lang": prepared.src_lang, "tgt_lang": prepared.tgt_lang,
@@ -112,8 +121,18 @@ def cmd_translate(args):
 
 def cmd_evaluate(args):
     from tfmobile.decoding.evaluate import evaluate_run
+    from tfmobile.deploy.lm_export import is_lm_export
     from tfmobile.deploy.runtime import evaluate_export, is_export
+    from tfmobile.run import is_lm_run
 
+    if is_lm_export(args.model_dir):
+        raise ConfigError(f"{args.model_dir} is a language model's export: evaluate its run (the perplexity of a "
+                          "split is one teacher-forced pass of the Keras model per sequence)")
+    if not is_export(args.model_dir) and is_lm_run(args.model_dir):  # perplexity, always one JSON line
+        from tfmobile.decoding.lm import evaluate_lm
+
+        print(json.dumps(evaluate_lm(args.model_dir, args.split, args.limit, args.data_dir)))
+        return
     if is_export(args.model_dir):  # an exported .tflite: greedy, through ai_edge_litert
         result = evaluate_export(args.model_dir, args.split, args.limit, args.data_dir, args.threads,
                                  progress=not args.json)
@@ -132,7 +151,24 @@ def cmd_evaluate(args):
 
 def cmd_export(args):
     from tfmobile.deploy.export import export_translator
+    from tfmobile.run import is_lm_run
 
+    if is_lm_run(args.model_dir):
+        from tfmobile.deploy.lm_export import export_lm
+
+        if args.max_source_len or args.max_target_len:
+            raise ConfigError("--max-source-len and --max-target-len apply to a translator; a language model's "
+                              "export takes --max-len (its cache length)")
+        meta = export_lm(args.model_dir, args.out, quantize=args.quantize, max_len=args.max_len, force=args.force)
+        gpu = meta["gpu_compatibility"]
+        print(f"wrote {args.out}: {meta['model_file']} ({meta['model_bytes'] / 2**20:.2f} MiB, {meta['quantization']}), "
+              f"spm.model, model_meta.json")
+        print(f"signature decode_step with {len(meta['cache_names'])} cache tensors of {meta['max_len']} positions; "
+              "GPU delegate: " + ("compatible" if gpu["compatible"] else "incompatible (" + "; ".join(gpu["incompatible"]) + ")"))
+        return
+    if args.max_len:
+        raise ConfigError("--max-len applies to a language model; a translator's export takes --max-source-len and "
+                          "--max-target-len")
     meta = export_translator(args.model_dir, args.out, quantize=args.quantize, max_source_len=args.max_source_len,
                              max_target_len=args.max_target_len, calibration_sentences=args.calibration_sentences,
                              data_dir=args.data_dir, force=args.force)
@@ -148,13 +184,44 @@ def cmd_profile(args):
     from tfmobile.models.config import load_config
     from tfmobile.profiling import format_profile, profile
 
-    exp = load_config(args.config)
+    run_config = os.path.join(args.config, "config.yaml")
+    if os.path.isdir(args.config) and os.path.isfile(run_config):  # a run directory: the config it trained
+        exp = load_config(run_config)
+        exp.name = os.path.basename(os.path.normpath(args.config))
+    else:
+        exp = load_config(args.config)
+    if exp.is_lm:
+        result = profile(exp, seq_len=args.seq_len)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{exp.name}: language model, one sequence of {result['seq_len']} tokens")
+            print(format_profile(result))
+        return
+    if args.seq_len is not None:
+        raise ConfigError("--seq-len applies to a language model; a translator takes --src-len and --tgt-len")
     result = profile(exp.model, src_len=args.src_len, tgt_len=args.tgt_len)
     if args.json:
         print(json.dumps({"params": result["params"], "mult_adds": result["mult_adds"], **result}))
     else:
         print(f"{exp.name}: {args.src_len} source + {args.tgt_len} target tokens")
         print(format_profile(result))
+
+
+def cmd_generate(args):
+    from tfmobile.deploy.lm_export import LiteLM, is_lm_export
+    from tfmobile.deploy.runtime import is_export
+
+    if is_lm_export(args.model_dir):
+        generator = LiteLM(args.model_dir, num_threads=args.threads)
+    elif is_export(args.model_dir):
+        raise ConfigError(f"{args.model_dir} is a translator's export: `tfmobile translate` runs it")
+    else:
+        from tfmobile.decoding.lm import LMGenerator
+
+        generator = LMGenerator.from_run(args.model_dir)
+    result = generator.generate(args.prompt, args.tokens, args.temperature, args.seed)
+    print(json.dumps(result) if args.json else result["text"])
 
 
 def cmd_presets(args):
@@ -384,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="prepare corpora").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("prepare", help="prepare a corpus and print its split counts")
-    p.add_argument("name", help="bible-es-en, ding-de-en, a TSV path, or 'SRC_FILE,TGT_FILE'")
+    p.add_argument("name", help="bible-es-en, ding-de-en, a TSV path, or 'SRC_FILE,TGT_FILE'; for a language model "
+                                "bible-en, bible-es or a .txt path")
     p.add_argument("--json", action="store_true", help="one machine-readable JSON line")
     p.add_argument("--force", action="store_true", help="rebuild the cached files")
     _add_data_dir(p)
@@ -430,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-source-len", type=_COUNT,
                    help="fixed source length incl. EOS (default: the run's data.max_len)")
     p.add_argument("--max-target-len", type=_COUNT, help="fixed target length (default: the run's data.max_len)")
+    p.add_argument("--max-len", type=_COUNT, help="a language model's cache length (default: its model.max_len)")
     p.add_argument("--calibration-sentences", type=_COUNT, default=100,
                    help="int8: training sentences to calibrate on")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -493,11 +562,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bssl)
 
     p = sub.add_parser("profile", help="parameters and Mult-Adds, counted as in the papers")
-    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("config", help="preset name, YAML path or run directory")
     p.add_argument("--src-len", type=_COUNT, default=30)
     p.add_argument("--tgt-len", type=_COUNT, default=30)
+    p.add_argument("--seq-len", type=_COUNT,
+                   help="a language model: tokens of the sequence counted (default: its data.seq_len)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("generate", help="continue a prompt with a language model (a run, or its export)")
+    p.add_argument("model_dir", help="a language-model run directory, or its export directory")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--tokens", type=_COUNT, default=50, help="new tokens to generate (default 50)")
+    p.add_argument("--temperature", type=_typed(float, min=0.0), default=1.0,
+                   help="sampling temperature; 0 is greedy (default 1)")
+    p.add_argument("--seed", type=_NON_NEGATIVE, default=0, help="seeds the sampling (default 0)")
+    p.add_argument("--threads", type=_COUNT, default=1, help="CPU threads for an exported model (default 1)")
+    p.add_argument("--json", action="store_true", help="one JSON line: text, continuation, ids")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=cmd_presets)

@@ -22,6 +22,7 @@ from tfmobile.decoding.evaluate import evaluate_run
 from tfmobile.deploy.bench import bench, format_table
 from tfmobile.deploy.export import export_translator
 from tfmobile.deploy.runtime import evaluate_export
+from tfmobile.errors import ConfigError
 from tfmobile.hardware import machine
 from tfmobile.models.config import load_config
 from tfmobile.profiling import profile
@@ -122,6 +123,9 @@ def quickstart(report_dir: str = "reports/quickstart", run_dir: str = "runs/quic
     """Train `config` for its step budget (or `steps`), evaluate, export, bench; returns the report."""
     start = time.monotonic()
     exp = load_config(config)
+    if exp.is_lm:
+        raise ConfigError(f"{config} is a language model; the quickstart trains and scores a translator "
+                          "(train an LM with `tfmobile train`)")
     t = exp.train
     t.time_budget_minutes = None
     per_epoch = t.steps_per_epoch or 100

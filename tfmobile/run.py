@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfmobile.data import Tokenizer
 from tfmobile.errors import ConfigError, DataError
 from tfmobile.models.config import ExperimentConfig, experiment_from_dict, load_yaml
+from tfmobile.models.lm import build_lm
 from tfmobile.models.transformer import build_transformer
 from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
@@ -203,18 +204,42 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, complete: bool = False):
                         "restore it from a copy, or delete it to fall back to the one before") from None
 
 
+def _latest(run_dir: str) -> str:
+    latest = latest_checkpoint(RunFiles(run_dir).checkpoints)
+    if latest is None:
+        raise DataError(f"{run_dir} has no checkpoint yet; train (or `--resume`) first")
+    return latest
+
+
 def load_run(run_dir: str):
-    """(experiment, model with the latest checkpoint restored, (src_tokenizer, tgt_tokenizer))."""
+    """(experiment, model with the latest checkpoint restored, (src_tokenizer, tgt_tokenizer)) of a translator run."""
     exp = read_experiment(run_dir)
     if os.path.isfile(RunFiles(run_dir).space):
         raise DataError(f"{run_dir} is a SuperTransformer (HAT) run: extract a SubTransformer from it first with "
                         "`tfmobile hat extract`")
-    latest = latest_checkpoint(RunFiles(run_dir).checkpoints)
-    if latest is None:
-        raise DataError(f"{run_dir} has no checkpoint yet; train (or `--resume`) first")
+    if exp.is_lm:
+        raise DataError(f"{run_dir} is a language model (model type lm), not a translator: a language model takes "
+                        "train, evaluate, generate, profile and export")
+    latest = _latest(run_dir)
     model = build_transformer(exp.model)
     restore(tf.train.Checkpoint(model=model), latest)
     return exp, model, load_tokenizers(run_dir, exp)
+
+
+def is_lm_run(run_dir: str) -> bool:
+    """A run directory whose config is a language model's."""
+    return os.path.isfile(RunFiles(run_dir).config) and read_experiment(run_dir).is_lm
+
+
+def load_lm_run(run_dir: str):
+    """(experiment, language model with the latest checkpoint restored, tokenizer) of a language-model run."""
+    exp = read_experiment(run_dir)
+    if not exp.is_lm:
+        raise DataError(f"{run_dir} is a translator run, not a language model (model type lm)")
+    latest = _latest(run_dir)
+    model = build_lm(exp.model, seed=exp.train.seed)
+    restore(tf.train.Checkpoint(model=model), latest)
+    return exp, model, load_tokenizers(run_dir, exp)[0]
 
 
 def save_model(model, run_dir: str) -> None:
@@ -276,7 +301,7 @@ def fresh_run_dir(path: str, verb: str) -> None:
         write_record(path, verb)
 
 
-__all__ = ["OUTPUT_RECORD", "RunFiles", "claim_directory", "fresh_run_dir", "install_tokenizers", "is_run", "latest_checkpoint",
-           "load_run", "load_tokenizers", "read_experiment", "read_record", "read_state", "remove_directory",
+__all__ = ["OUTPUT_RECORD", "RunFiles", "claim_directory", "fresh_run_dir", "install_tokenizers", "is_lm_run", "is_run",
+           "latest_checkpoint", "load_lm_run", "load_run", "load_tokenizers", "read_experiment", "read_record", "read_state", "remove_directory",
            "require_run", "restore", "same_or_inside", "save_model", "steps_done", "write_experiment", "write_record",
            "write_state"]

@@ -18,7 +18,9 @@ import tensorflow as tf
 
 from tfmobile.compression.recipes import REPORT_FILE
 from tfmobile.compression.regularizers import block_penalty
+from tfmobile.errors import ConfigError
 from tfmobile.kinds import get_kind
+from tfmobile.kinds.ffn import get_ffn_kind
 from tfmobile.models.config import ModelConfig
 from tfmobile.run import load_run
 from tfmobile.training.finetune import finetune, finetune_experiment
@@ -43,6 +45,9 @@ def layer_matrices(model, cfg: ModelConfig, layer_name: str) -> dict:
         found[f"{prefix} W_K"] = (mha.key_dense.kernel, (dk, dk))
         found[f"{prefix} W_V"] = (mha.value_dense.kernel, (dv, dv))
         found[f"{prefix} W_O"] = (mha.output_dense.kernel, OUTPUT_BLOCK)
+    if not get_ffn_kind(lc.ffn_kind).ffn_lines:
+        raise ConfigError(f"BSSL cannot block {layer_name}'s FFN: ffn_kind {lc.ffn_kind!r} has no W_ffn1 / W_ffn2 "
+                          f"(only dense and chunked FFNs)")
     found["W_ffn1"] = (layer.ffn.fc1.kernel, FFN_BLOCKS["fc1"])
     found["W_ffn2"] = (layer.ffn.fc2.kernel, FFN_BLOCKS["fc2"])
     return {k: (v, _fit_block(v.shape, b)) for k, (v, b) in found.items()}

@@ -38,6 +38,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from tfmobile.errors import ConfigError
 from tfmobile.kinds import get_kind
 from tfmobile.kinds.attention import PROJECTIONS
+from tfmobile.kinds.ffn import get_ffn_kind
 from tfmobile.layers import FeedForward, PaddingMask, TokenEmbedding, TransformerDecoderLayer, TransformerEncoderLayer
 from tfmobile.run import load_run
 from tfmobile.training.finetune import check_output, finetune, finetune_experiment
@@ -239,17 +240,22 @@ class PruningLog(sparsity.PruningSummaries):
 # Quantization-aware training
 
 
-def _dense_at(layer, path: str):
-    """The Dense layer at `path` ("self_attention/attention/query") inside `layer`."""
-    found = layer
-    for name in path.split("/"):
+def _kernel_at(layer, path: str) -> tuple:
+    """(owner, attribute) of the kernel at `path` inside `layer`: a nested Dense layer's kernel
+    ("self_attention/attention/query") or a 2-D weight a sublayer holds itself ("ffn/w1": SparseFeedForward's
+    unit rows, "self_attention/qkv/multiplicative/kernel")."""
+    found, names = layer, path.split("/")
+    for i, name in enumerate(names):
         inner = [l for l in found._flatten_layers(include_self=False, recursive=False) if l.name == name]
-        if not inner:
-            raise ValueError(f"{layer.name} has no sublayer {path!r} to quantize")
-        found = inner[0]
+        if inner:
+            found = inner[0]
+        elif i == len(names) - 1 and isinstance(getattr(found, name, None), (tf.Variable, tf.Tensor)):
+            return found, name  # a weight of its own (a tensor once QAT has put the quantized one in its place)
+        else:
+            raise ValueError(f"{layer.name} has no sublayer or weight {path!r} to quantize")
     if not isinstance(found, keras.layers.Dense):
-        raise ValueError(f"{layer.name}/{path} is a {type(found).__name__}, not a Dense layer")
-    return found
+        raise ValueError(f"{layer.name}/{path} is a {type(found).__name__}, not a Dense layer or a weight")
+    return found, "kernel"
 
 
 def _nested_dense(layer, prefix: str = ""):
@@ -306,7 +312,8 @@ def _set_untracked(layer, name: str, value):
 class DenseKernelsQuantizeConfig(quantization.QuantizeConfig):
     """Fake-quantize Dense kernels inside a layer (8-bit symmetric per tensor); biases stay float.
 
-    kernels: paths of the nested Dense layers, e.g. "self_attention/query" (None: every nested Dense).
+    kernels: paths of the nested Dense layers, e.g. "self_attention/query", or of a 2-D weight a nested layer
+        holds itself, e.g. "ffn/w1" (None: every nested Dense).
     quantize_output: also fake-quantize the layer's output (8-bit, moving-average range).
     """
 
@@ -314,21 +321,25 @@ class DenseKernelsQuantizeConfig(quantization.QuantizeConfig):
         self.kernels = None if kernels is None else list(kernels)
         self.quantize_output = bool(quantize_output)
 
-    def _dense(self, layer) -> list:
-        """(name, Dense) of the quantized kernels, in order."""
+    def _kernels(self, layer) -> list:
+        """(quantizer name, owner, attribute) of the quantized kernels, in order: a Dense layer's path + "_kernel",
+        a weight's own path."""
         if self.kernels is None:
-            return list(_nested_dense(layer))
-        return [(path.replace("/", "_"), _dense_at(layer, path)) for path in self.kernels]
+            return [(f"{path}_kernel", dense, "kernel") for path, dense in _nested_dense(layer)]
+        found = [(path, *_kernel_at(layer, path)) for path in self.kernels]
+        return [(path.replace("/", "_") + ("_kernel" if isinstance(owner, keras.layers.Dense) and
+                                           not path.endswith("/kernel") else ""), owner, attr)
+                for path, owner, attr in found]
 
     def get_weights_and_quantizers(self, layer):
-        return [(dense.kernel, KernelQuantizer(name=f"{path}_kernel")) for path, dense in self._dense(layer)]
+        return [(getattr(owner, attr), KernelQuantizer(name=name)) for name, owner, attr in self._kernels(layer)]
 
     def set_quantize_weights(self, layer, quantize_weights):
-        dense = [d for _, d in self._dense(layer)]
-        if len(dense) != len(quantize_weights):
-            raise ValueError(f"{layer.name}: {len(quantize_weights)} quantized kernels for {len(dense)} Dense layers")
-        for d, q in zip(dense, quantize_weights):
-            _set_untracked(d, "kernel", q)
+        kernels = self._kernels(layer)
+        if len(kernels) != len(quantize_weights):
+            raise ValueError(f"{layer.name}: {len(quantize_weights)} quantized kernels for {len(kernels)} kernels")
+        for (_, owner, attr), q in zip(kernels, quantize_weights):
+            _set_untracked(owner, attr, q)
 
     def get_activations_and_quantizers(self, layer):
         return []
@@ -441,15 +452,19 @@ def _tied(layer) -> bool:
 
 
 def layer_kernels(layer) -> list[str]:
-    """Paths of the Dense layers QAT fake-quantizes in an encoder/decoder layer: those its kind names
-    (`LayerKind.quantized_kernels`), the encoder-decoder attention's W_Q, W_K, W_V, W_O, and the FFN's."""
+    """Paths of the kernels QAT fake-quantizes in an encoder/decoder layer: those its kind names
+    (`LayerKind.quantized_kernels`), the encoder-decoder attention's W_Q, W_K, W_V, W_O, and those its FFN kind
+    names (`FFNKind.quantized_kernels`; a layer without an FFN kind has the dense FeedForward)."""
     if layer.kind is None:
         raise ConfigError(f"{layer.name} records no layer kind (build it with build_transformer, or pass kind=)")
+    if layer.ffn_kind is None and layer.ffn_config is not None:
+        raise ConfigError(f"{layer.name} records no FFN kind (build it with build_transformer, or pass ffn_kind=)")
     own = get_kind(layer.kind).quantized_kernels(layer.self_attention.get_config())
     paths = [f"self_attention/{p}" for p in own]
     if isinstance(layer, TransformerDecoderLayer):
         paths += [f"cross_attention/{p}" for p in PROJECTIONS]
-    return paths + ["ffn/fc1", "ffn/fc2"]
+    ffn = get_ffn_kind(layer.ffn_kind or "dense").quantized_kernels(layer.ffn.get_config())
+    return paths + [f"ffn/{p}" for p in ffn]
 
 
 def quantize_config_for(layer) -> quantization.QuantizeConfig | None:

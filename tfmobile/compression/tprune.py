@@ -19,7 +19,8 @@ analysis found the decoder's other lines carry no structured sparsity); here the
 both its self- and encoder-decoder attention. `strategy="all"` prunes every group on both sides. A layer
 kind says whether its self-attention has line groups (`LayerKind.self_attention_lines`): in a Lite
 Transformer (`lsra` layers) the attention branch is left alone and only the FFN and the
-encoder-decoder attention are pruned.
+encoder-decoder attention are pruned. An FFN kind says whether its FFN has them (`FFNKind.ffn_lines`:
+dense and chunked do); a strategy that would prune a sparse FFN's lines is refused in one line.
 
 Recipe: train with a group regularizer on these line groups (SSL or Structured Hoyer Square, see
 `regularizers.py`), select the weakest lines up to a target sparsity, zero them (`apply_mask`), and
@@ -50,6 +51,7 @@ import tf_keras as keras
 from tfmobile.compression.regularizers import REGULARIZERS
 from tfmobile.errors import ConfigError
 from tfmobile.kinds import get_kind
+from tfmobile.kinds.ffn import get_ffn_kind
 from tfmobile.layers.attention import MultiHeadAttention
 from tfmobile.models.config import ModelConfig
 
@@ -114,6 +116,13 @@ def _ffn_members(layer) -> list:
     return [(layer.ffn.fc1.kernel, "columns"), (layer.ffn.fc1.bias, "bias"), (layer.ffn.fc2.kernel, "rows")]
 
 
+def _check_ffn_lines(method: str, side: str, i: int, lc) -> None:
+    """A ConfigError unless the layer's FFN kind has the fc1 / fc2 lines `method` prunes."""
+    if not get_ffn_kind(lc.ffn_kind).ffn_lines:
+        raise ConfigError(f"{method} cannot prune the FFN of {side} layer {i}: ffn_kind {lc.ffn_kind!r} has no "
+                          f"line groups (one active unit per block; only dense and chunked FFNs have W_1 / W_2 lines)")
+
+
 def line_groups(model: keras.Model, cfg: ModelConfig, strategy: str = "tprune") -> list[LineGroup]:
     """The line groups the strategy prunes, in model order."""
     if strategy not in STRATEGIES:
@@ -136,6 +145,7 @@ def line_groups(model: keras.Model, cfg: ModelConfig, strategy: str = "tprune") 
                             g.scale_query = (mha.query_dense.kernel, mha.query_dense.bias)
                         groups.append(g)
             if "ffn" in parts:
+                _check_ffn_lines("TPrune", side, i, lc)
                 groups.append(LineGroup(layer.name, "ffn", _ffn_members(layer)))
     return groups
 

@@ -45,6 +45,7 @@ from tfmobile.decoding.search import target_length_limit
 from tfmobile.deploy.encoder_export import ExportError
 from tfmobile.errors import InputError
 from tfmobile.kinds import get_kind
+from tfmobile.kinds.ffn import get_ffn_kind
 from tfmobile.models.config import ModelConfig
 
 __all__ = ["CTranslate2Translator", "check_supported", "convert_to_ctranslate2", "transformer_spec"]
@@ -88,6 +89,10 @@ def check_supported(cfg: ModelConfig) -> None:
             reason = get_kind(l.kind).ctranslate2_unsupported
             if reason:
                 raise ExportError(f"CTranslate2 export does not support {side} layer {i} of kind {l.kind!r}: {reason}")
+            reason = get_ffn_kind(l.ffn_kind).ctranslate2_unsupported
+            if reason:
+                raise ExportError(f"CTranslate2 export does not support {side} layer {i} of ffn_kind "
+                                  f"{l.ffn_kind!r}: {reason}")
             widths = [("qk_dim", l.qk_dim), ("v_dim", l.v_dim)]
             if side == "decoder":
                 widths += [("cross_qk_dim", l.cross_qk_dim), ("cross_v_dim", l.cross_v_dim)]

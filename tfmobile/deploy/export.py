@@ -357,10 +357,11 @@ def clean_stale_temp() -> None:
             shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
-def _check_out(out_dir: str, force: bool, protect: list[str]) -> None:
+def _check_out(out_dir: str, force: bool, protect: list[str], reader=read_meta) -> None:
     """Refuse an --out that must not be written, before any work: a file, a run, a directory holding one
     of `protect` (the source run), and, without `force`, a non-empty directory. `force` replaces only an
-    earlier export: a directory with tfmobile's model_meta.json and nothing but the files an export writes."""
+    earlier export: a directory with tfmobile's model_meta.json (as `reader` reads it: a translator's, or a
+    language model's for `tfmobile.deploy.lm_export`) and nothing but the files an export writes."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out {out_dir} is a file; choose a directory")
     for path in protect:
@@ -373,7 +374,7 @@ def _check_out(out_dir: str, force: bool, protect: list[str]) -> None:
     if not force:
         raise ExportError(f"{out_dir} exists and is not empty; choose another --out or pass --force")
     try:
-        read_meta(out_dir)
+        reader(out_dir)
     except ModelError:
         raise ExportError(f"--force replaces only an earlier export, and {out_dir} is not one (no tfmobile "
                           f"{META_FILE}); choose another --out") from None

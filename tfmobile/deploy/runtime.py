@@ -29,6 +29,7 @@ from tfmobile.errors import TfmobileError
 REQUIRED_SIGNATURES = ("encode", "decode_step")
 DEFAULT_BOS = 2
 META_FORMAT = "tfmobile-litert/1"
+LM_META_FORMAT = "tfmobile-litert-lm/1"  # a language model's export (`tfmobile.deploy.lm_export`)
 MODEL_FILE, META_FILE = "model.tflite", "model_meta.json"
 META_KEYS = ("format", "model_file", "quantization", "max_source_len", "max_target_len", "special_ids", "tokenizers",
              "translate_length_limit")
@@ -60,6 +61,9 @@ def read_meta(export_dir: str) -> dict:
                          "make one with `tfmobile export`") from None
     except (OSError, ValueError) as e:
         raise ModelError(f"{path} is not valid JSON ({e}); export the model again") from None
+    if isinstance(meta, dict) and meta.get("format") == LM_META_FORMAT:
+        raise ModelError(f"{export_dir} is a language model's export, not a translator's: run it with "
+                         f"`tfmobile generate {export_dir}` (tfmobile.deploy.lm_export.LMRunner)")
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise ModelError(f"{path} is not tfmobile export metadata (format {META_FORMAT}); export the model again")
     missing = [k for k in META_KEYS if k not in meta]

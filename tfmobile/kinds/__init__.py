@@ -1,9 +1,10 @@
 """Layer kinds: one module per kind declares everything about it, and one line here registers it.
 
 A layer config's `kind` names what replaces the self-attention sublayer of an encoder or decoder layer
-(the FFN, the encoder-decoder attention and the residual wiring are the same for every kind). Kinds:
-`attention` (the Transformer's multi-head self-attention) and `lsra` (Lite Transformer's Long-Short
-Range Attention).
+(the encoder-decoder attention and the residual wiring are the same for every kind; the FFN has kinds of
+its own, `ffn_kind`: `tfmobile.kinds.ffn`). Kinds: `attention` (the Transformer's multi-head
+self-attention), `lsra` (Lite Transformer's Long-Short Range Attention), `lsh` (the Reformer's LSH
+attention) and `sparse_qkv` (Terraformer's sparse QKV attention).
 
 The contract a kind module fulfils: it defines `KIND = LayerKind(...)` (`tfmobile.kinds.base`) with
     * its config: a dataclass of the kind's own settings (`config`, None for none), which layer
@@ -37,7 +38,7 @@ CTranslate2 check all ask the registry.
 from __future__ import annotations
 
 from tfmobile.errors import ConfigError
-from tfmobile.kinds import attention, lsh, lsra
+from tfmobile.kinds import attention, lsh, lsra, sparse_qkv
 from tfmobile.kinds.base import LayerKind, SelfAttentionContext, keras_layer
 from tfmobile.kinds.costs import Cost
 
@@ -67,5 +68,6 @@ def kind_names() -> tuple[str, ...]:
 register_kind(attention.KIND)
 register_kind(lsra.KIND)
 register_kind(lsh.KIND)
+register_kind(sparse_qkv.KIND)
 
 __all__ = ["Cost", "LayerKind", "SelfAttentionContext", "get_kind", "keras_layer", "kind_names", "register_kind"]

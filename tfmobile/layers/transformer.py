@@ -8,6 +8,11 @@ A decoder layer attends to `memory`, which the model builds as the concatenation
 outputs of the last k encoder layers (HAT's arbitrary encoder-decoder attention, k = 1 is standard).
 The decoder layer also has `step`, one token of incremental decoding with a fixed-shape self-attention
 cache and precomputed encoder-decoder keys and values.
+
+The FFN sublayer is given as a Keras layer config too (`tfmobile.kinds.ffn.feed_forward`: the dense
+`FeedForward`, `ChunkedFeedForward` or `SparseFeedForward`); a layer without one (configs saved before
+FFN kinds) builds the dense `FeedForward` of `ffn_dim`, as it always did. The FFN is position-wise, so a
+decoding step runs it on the one new position ([B, 1, d]: the sparse FFN's gathered path).
 """
 
 from __future__ import annotations
@@ -51,23 +56,32 @@ class FeedForward(keras.layers.Layer):
 
 
 class _TransformerLayer(keras.layers.Layer):
-    """What encoder and decoder layers share: the self-attention sublayer of a layer kind, the FFN's
-    hyper-parameters, and the pre/post-norm residual wiring.
+    """What encoder and decoder layers share: the self-attention sublayer of a layer kind, the FFN sublayer
+    of an FFN kind, and the pre/post-norm residual wiring.
 
     The self-attention sublayer is given as a Keras layer config (`keras.layers.serialize` of a layer,
     or what a `tfmobile.kinds` kind's factory returns) and built here as `self.self_attention`: any
     registered layer that is called `sublayer([x, mask])` -> [B, T, d], has `get_prunable_weights()`
     and, in a decoder, `initial_cache` / `step`. `kind` is the name of the layer kind that chose it,
     recorded for the tools that ask the kind about this layer (QAT's QuantizeConfig).
+
+    The FFN sublayer likewise (`ffn`, a Keras layer or its config, e.g. `tfmobile.kinds.ffn.feed_forward`'s),
+    built as `self.ffn`: a registered layer called `ffn(h, training=...)` -> [B, T, d] with
+    `get_prunable_weights()`. None: `FeedForward(ffn_dim, d, activation, activation_dropout)`. `ffn_kind` is the
+    name of the FFN kind that chose it (None: dense), recorded for the same tools.
     """
 
     def __init__(self, self_attention, ffn_dim: int, kind: str | None = None, normalize_before: bool = True,
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation: str = "relu", **kwargs):
+                 activation: str = "relu", ffn=None, ffn_kind: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(self_attention, keras.layers.Layer):
             self_attention = keras.layers.serialize(self_attention)
         self.self_attention_config = dict(self_attention)
+        if isinstance(ffn, keras.layers.Layer):
+            ffn = keras.layers.serialize(ffn)
+        self.ffn_config = None if ffn is None else dict(ffn)
+        self.ffn_kind = ffn_kind
         self.kind = kind
         self.ffn_dim = ffn_dim
         self.normalize_before = normalize_before
@@ -81,6 +95,14 @@ class _TransformerLayer(keras.layers.Layer):
         config = {**self.self_attention_config["config"], "name": "self_attention", "dtype": self.dtype_policy}
         self.self_attention = keras.layers.deserialize({**self.self_attention_config, "config": config})
         self.self_attention.build([x_shape, mask_shape])
+
+    def _build_ffn(self, x_shape):
+        if self.ffn_config is None:  # a layer saved before FFN kinds: the Transformer's FFN, built as it was
+            self.ffn = FeedForward(self.ffn_dim, x_shape[-1], self.activation, self.activation_dropout, name="ffn")
+        else:
+            config = {**self.ffn_config["config"], "name": "ffn", "dtype": self.dtype_policy}
+            self.ffn = keras.layers.deserialize({**self.ffn_config, "config": config})
+        self.ffn.build(x_shape)
 
     def get_prunable_weights(self):
         """The kernels of the self-attention sublayer, encoder-decoder attention and FFN (TF-MOT's
@@ -98,7 +120,7 @@ class _TransformerLayer(keras.layers.Layer):
         return {**super().get_config(), "self_attention": self.self_attention_config, "ffn_dim": self.ffn_dim,
                 "kind": self.kind, "normalize_before": self.normalize_before, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "activation_dropout": self.activation_dropout,
-                "activation": self.activation}
+                "activation": self.activation, "ffn": self.ffn_config, "ffn_kind": self.ffn_kind}
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -110,6 +132,8 @@ class TransformerEncoderLayer(_TransformerLayer):
             e.g. `MultiHeadAttention(num_heads, qk_dim, v_dim, d)`.
         ffn_dim: FFN hidden width.
         kind: the `tfmobile.kinds` kind that chose the sublayer.
+        ffn: the FFN sublayer, a Keras layer or its config (None: the dense `FeedForward` of ffn_dim).
+        ffn_kind: the `tfmobile.kinds.ffn` kind that chose it (None: dense).
         normalize_before: pre-norm if True, post-norm otherwise.
         dropout, attention_dropout, activation_dropout: as in fairseq.
         activation: FFN activation.
@@ -117,12 +141,10 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def build(self, input_shape):
         x_shape = input_shape[0]
-        d = x_shape[-1]
         self._build_self_attention(x_shape, input_shape[1])
         self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
         self.self_attention_norm.build(x_shape)
-        self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
-        self.ffn.build(x_shape)
+        self._build_ffn(x_shape)
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ffn_norm")
         self.ffn_norm.build(x_shape)
         self.dropout_layer = keras.layers.Dropout(self.dropout)
@@ -133,6 +155,26 @@ class TransformerEncoderLayer(_TransformerLayer):
         x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention([h, mask], training=training),
                            training)
         return self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=training), training)
+
+    # A decoder-only language model's layer is this one with a causal self-attention sublayer: it decodes
+    # incrementally with the sublayer's state (`tfmobile.models.lm`).
+    def initial_cache(self, batch_size, max_length):
+        """The zero state of `step`: the causal self-attention sublayer's (e.g. key and value caches)."""
+        return tuple(self.self_attention.initial_cache(batch_size, max_length))
+
+    def step(self, x, position, *cache):
+        """One decoding step of a causal layer: x [B, 1, d] at `position` (scalar int) with the sublayer's state
+        -> (y [B, 1, d], *cache) with this position written. No dropout."""
+        new_cache = []
+
+        def self_attend(h):
+            out, *state = self.self_attention.step(h, position, *cache)
+            new_cache.extend(state)
+            return out
+
+        x = self._residual(x, self.self_attention_norm, self_attend, False)
+        x = self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=False), False)
+        return (x, *new_cache)
 
 
 @keras.utils.register_keras_serializable(package="tfmobile")
@@ -161,8 +203,7 @@ class TransformerDecoderLayer(_TransformerLayer):
         self.cross_attention = MultiHeadAttention(self.cross_num_heads, self.cross_qk_dim, self.cross_v_dim, d,
                                                   dropout=self.attention_dropout, name="cross_attention")
         self.cross_attention.build([x_shape, memory_shape, memory_mask_shape])
-        self.ffn = FeedForward(self.ffn_dim, d, self.activation, self.activation_dropout, name="ffn")
-        self.ffn.build(x_shape)
+        self._build_ffn(x_shape)
         self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attention_norm")
         self.cross_attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="cross_attention_norm")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ffn_norm")

@@ -25,6 +25,7 @@ import yaml
 
 from tfmobile.errors import ConfigError
 from tfmobile.kinds import get_kind, kind_names
+from tfmobile.kinds.ffn import ffn_kind_names, get_ffn_kind
 from tfmobile.models.presets import preset_path
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -40,7 +41,8 @@ def ranged(default, **rule):
 
 @dataclass(kw_only=True)
 class EncoderLayerConfig:
-    """One encoder layer: the self-attention sublayer of its kind (`tfmobile.kinds`), then FFN."""
+    """One encoder layer: the self-attention sublayer of its kind (`tfmobile.kinds`), then the FFN of its
+    FFN kind (`tfmobile.kinds.ffn`)."""
 
     ffn_dim: int
     num_heads: int
@@ -50,11 +52,18 @@ class EncoderLayerConfig:
     # the kind's own settings (its `LayerKind.config` dataclass, None for a kind without any), written in
     # YAML under the kind's name: `kind: lsra, lsra: {kernel_size: 7}`
     kind_config: Any = None
+    ffn_kind: str = "dense"
+    # the FFN kind's settings (its `FFNKind.config` dataclass, None for a kind without any), written in YAML
+    # under the FFN kind's name: `ffn_kind: sparse, sparse: {block_size: 32}`
+    ffn_config: Any = None
 
     def __post_init__(self):
         if self.kind_config is None and self.kind in kind_names():  # an unknown kind: validate() names it
             settings = get_kind(self.kind).config
             self.kind_config = settings() if settings is not None else None
+        if self.ffn_config is None and self.ffn_kind in ffn_kind_names():
+            settings = get_ffn_kind(self.ffn_kind).config
+            self.ffn_config = settings() if settings is not None else None
 
 
 @dataclass(kw_only=True)
@@ -134,22 +143,88 @@ class ModelConfig:
 
     @staticmethod
     def _validate_kind(where: str, l, d: int) -> None:
-        """The layer's kind is registered, its settings are of the kind's config class, and the kind accepts them."""
-        try:
-            kind = get_kind(l.kind)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if kind.config is None and l.kind_config is not None:
-            raise ConfigError(f"{where}: kind {l.kind!r} has no settings (got {l.kind_config!r})")
-        if kind.config is not None and not isinstance(l.kind_config, kind.config):
-            raise ConfigError(f"{where}: the settings of kind {l.kind!r} must be a {kind.config.__name__} "
-                              f"(got {type(l.kind_config).__name__})")
-        if kind.validate is not None:
-            kind.validate(where, l, d)
+        """The layer's kind and FFN kind are registered, their settings are of the kinds' config classes, and the
+        kinds accept them."""
+        for noun, name, settings, get in (("kind", l.kind, l.kind_config, get_kind),
+                                          ("ffn_kind", l.ffn_kind, l.ffn_config, get_ffn_kind)):
+            try:
+                kind = get(name)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if kind.config is None and settings is not None:
+                raise ConfigError(f"{where}: {noun} {name!r} has no settings (got {settings!r})")
+            if kind.config is not None and not isinstance(settings, kind.config):
+                raise ConfigError(f"{where}: the settings of {noun} {name!r} must be a {kind.config.__name__} "
+                                  f"(got {type(settings).__name__})")
+            if kind.validate is not None:
+                kind.validate(where, l, d)
 
     @property
     def max_encoder_layers_attended(self) -> int:
         return max(l.encoder_layers_attended for l in self.decoder_layers)
+
+
+MODEL_TYPES = ("translator", "lm")
+# the per-layer widths that must agree across the layers of a reversible language model (see LMConfig.validate)
+REVERSIBLE_WIDTHS = ("num_heads", "qk_dim", "v_dim", "ffn_dim")
+
+
+@dataclass
+class LMConfig:
+    """A decoder-only language model (`tfmobile.models.lm.build_lm`), YAML `model: {type: lm, ...}`.
+
+    Token embedding (scaled, plus sinusoidal positions up to `max_len`), dropout, then `layers`: each a
+    pre-norm causal self-attention sublayer of the layer's kind and an FFN of its FFN kind, wired as a plain
+    residual stack or, `reversible: true`, as the Reformer's reversible stack (`ReversibleStack`); a final
+    LayerNorm and the output projection (tied to the embedding by default). The layers are written as an
+    encoder's (`layers: {num_layers: 6, num_heads: 4, kind: lsh, lsh: {chunk_len: 128}}`, per-layer lists
+    broadcast); `max_len` bounds the positions, the training sequences (`data.seq_len`) and the decoding caches.
+    """
+
+    type: str = ranged("lm", choices=("lm",))
+    embed_dim: int = ranged(256, min=1)
+    layers: list[EncoderLayerConfig] = field(default_factory=list)
+    vocab_size: int = ranged(8000, min=8)
+    max_len: int = ranged(2048, min=2)
+    reversible: bool = False
+    tie_output: bool = True  # output projection = transposed token embedding
+    dropout: float = ranged(0.1, min=0.0, below=1.0)  # on the embeddings and every residual branch
+    attention_dropout: float = ranged(0.0, min=0.0, below=1.0)
+    activation_dropout: float = ranged(0.0, min=0.0, below=1.0)
+    activation: str = ranged("relu", choices=ACTIVATIONS)
+
+    def __post_init__(self):
+        self.layers = [l if isinstance(l, EncoderLayerConfig) else EncoderLayerConfig(**l) for l in self.layers]
+
+    def validate(self) -> "LMConfig":
+        if not self.layers:
+            raise ConfigError("model.layers: a language model needs at least one layer")
+        for i, l in enumerate(self.layers):
+            where = f"model.layers[{i}]"
+            ModelConfig._validate_kind(where, l, self.embed_dim)
+            for name, dim in (("qk_dim", l.qk_dim), ("v_dim", l.v_dim)):
+                if l.num_heads < 1 or dim < 1 or dim % l.num_heads:
+                    raise ConfigError(f"{where}: {name}={dim} must be a positive multiple of its heads ({l.num_heads})")
+            if l.ffn_dim < 1:
+                raise ConfigError(f"{where}: ffn_dim must be positive")
+        if self.reversible:
+            # A rule of this kit, not of the algorithm: the Reformer's reversible stack repeats one block (trax builds
+            # it so), and its memory claim (one block's activations whatever the depth) is about such stacks; the
+            # per-layer widths of HAT / TPrune models are for the plain stack. Every F and G keeps the width d.
+            first = self.layers[0]
+            for i, l in enumerate(self.layers[1:], 1):
+                for name in REVERSIBLE_WIDTHS:
+                    if getattr(l, name) != getattr(first, name):
+                        raise ConfigError(f"model.reversible: the layers of a reversible stack must have one width, but "
+                                          f"layer {i} has {name} {getattr(l, name)} and layer 0 has {getattr(first, name)}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1)")
+        if self.vocab_size < 8:
+            raise ConfigError("model.vocab_size must be at least 8")
+        if self.max_len < 2:
+            raise ConfigError("model.max_len must be at least 2")
+        return self
 
 
 @dataclass
@@ -160,6 +235,8 @@ class DataConfig:
     vocab_size: int = ranged(8000, min=8)
     joint_vocab: bool = True
     max_len: int = ranged(128, min=1)  # training pairs longer than this (in tokens) are dropped
+    # a language model's training sequences, in tokens (null: the model's max_len); translators leave it out
+    seq_len: int | None = ranged(None, min=2)
 
 
 @dataclass
@@ -189,19 +266,28 @@ class ExperimentConfig:
     """A preset: model + data + training. Every YAML in tfmobile/resources/presets/ is one of these."""
 
     name: str = "custom"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | LMConfig = field(default_factory=ModelConfig)  # a translator, or a language model
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
 
+    @property
+    def is_lm(self) -> bool:
+        return isinstance(self.model, LMConfig)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data; each layer's kind settings under the kind's name, as YAML writes them."""
         d = dataclasses.asdict(self)
-        for side in ("encoder_layers", "decoder_layers"):
+        if d["data"]["seq_len"] is None:  # a translator's data section, as it always was
+            del d["data"]["seq_len"]
+        for side in ("layers",) if self.is_lm else ("encoder_layers", "decoder_layers"):
             for layer in d["model"][side]:
                 settings = layer.pop("kind_config")
                 if settings is not None:
                     layer[layer["kind"]] = settings
+                ffn_settings = layer.pop("ffn_config")
+                if ffn_settings is not None:
+                    layer[layer["ffn_kind"]] = ffn_settings
         return d
 
     def to_yaml(self) -> str:
@@ -357,17 +443,42 @@ def _fill(cls, raw, where: str):
 SAVED_LSRA_FIELDS = frozenset({"attention_dim", "conv_type", "kernel_size", "conv_heads", "glu"})
 
 
-def _misplaced_kind_setting(where: str, keys) -> None:
-    """The old flat form (`kind: lsra, kernel_size: 7` at layer level): say how to write it now."""
+def _misplaced_kind_setting(where: str, keys, prefer=()) -> None:
+    """The old flat form (`kind: lsra, kernel_size: 7` at layer level), or an FFN kind's setting written flat
+    (`ffn_kind: sparse, block_size: 32`): say how to write it now. `prefer`: the layer's own kind and FFN kind,
+    asked first (lsh and the chunked FFN both have a chunk_len)."""
+    owners = [(name, get_kind(name).config, "kind") for name in kind_names()]
+    owners += [(name, get_ffn_kind(name).config, "FFN kind") for name in ffn_kind_names()]
+    owners.sort(key=lambda owner: owner[0] not in prefer)  # stable: the layer's own kinds first
     for key in sorted(map(str, keys)):
-        for name in kind_names():
-            settings = get_kind(name).config
+        for name, settings, noun in owners:
             if settings is not None and key in {f.name for f in dataclasses.fields(settings)}:
-                raise ConfigError(f"{where}: {key!r} belongs to the {name} kind: write it as {name}: {{{key}: ...}}")
+                raise ConfigError(f"{where}: {key!r} belongs to the {name} {noun}: write it as {name}: {{{key}: ...}}")
+
+
+def _ffn_kind_settings(layer: dict, where: str) -> None:
+    """Parse the FFN kind's settings, written under the FFN kind's name, into `ffn_config` (in place)."""
+    name = layer.get("ffn_kind", "dense")
+    try:
+        kind = get_ffn_kind(name)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if "ffn_config" in layer:
+        raise ConfigError(f"{where}: unknown key ffn_config (an FFN kind's settings go under its name, "
+                          f"e.g. sparse: {{...}})")
+    others = [k for k in ffn_kind_names() if k in layer and k != name]
+    if others:
+        raise ConfigError(f"{where}: {others[0]} settings given for a layer of ffn_kind {name!r}")
+    settings = layer.pop(name, None)
+    if kind.config is not None:
+        layer["ffn_config"] = _fill(kind.config, {} if settings is None else settings, f"{where}.{name}")
+    elif settings is not None:
+        raise ConfigError(f"{where}: ffn_kind {name!r} has no settings (got {_show(settings)})")
 
 
 def _kind_settings(layer, where: str):
-    """A per-layer dict with its kind's settings, written under the kind's name, parsed into `kind_config`."""
+    """A per-layer dict with its kind's settings, written under the kind's name, parsed into `kind_config`
+    (and its FFN kind's into `ffn_config`)."""
     if not isinstance(layer, dict):
         return layer  # the loader says what a layer must be
     layer = dict(layer)
@@ -380,7 +491,9 @@ def _kind_settings(layer, where: str):
         flat = {key: layer.pop(key) for key in SAVED_LSRA_FIELDS}
         if name == "lsra":
             layer.setdefault("lsra", flat)
-    _misplaced_kind_setting(where, set(layer) - {f.name for f in dataclasses.fields(DecoderLayerConfig)})
+    _ffn_kind_settings(layer, where)
+    _misplaced_kind_setting(where, set(layer) - {f.name for f in dataclasses.fields(DecoderLayerConfig)},
+                            prefer=(name, layer.get("ffn_kind", "dense")))
     if "kind_config" in layer:
         raise ConfigError(f"{where}: unknown key kind_config (a kind's settings go under its name, e.g. lsra: {{...}})")
     others = [k for k in kind_names() if k in layer and k != name]
@@ -396,8 +509,9 @@ def _kind_settings(layer, where: str):
 def _stack(raw, side: str, embed_dim: int) -> list[dict]:
     """Expand `encoder:`/`decoder:` (compact or explicit `layers:` list) into per-layer dicts.
 
-    A kind's settings sit under its name, `lsra: {kernel_size: [3, 7], conv_type: dynamic}`; in the compact
-    form their lists broadcast per layer like the other fields, and apply to the layers of that kind."""
+    A kind's settings sit under its name, `lsra: {kernel_size: [3, 7], conv_type: dynamic}`, an FFN kind's under
+    its own (`ffn_kind: sparse, sparse: {block_size: 32}`); in the compact form their lists broadcast per layer
+    like the other fields, and apply to the layers of that kind."""
     if raw is None:
         raise ConfigError(f"model.{side} is missing")
     if isinstance(raw, dict) and "layers" in raw:
@@ -415,16 +529,18 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"model.{side}.num_layers must be a positive integer")
     sections = {name: raw.pop(name) for name in kind_names() if name in raw}
-    defaults = {"ffn_dim": 4 * embed_dim, "num_heads": 8, "kind": "attention"}
-    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind"]
+    ffn_sections = {name: raw.pop(name) for name in ffn_kind_names() if name in raw}
+    defaults = {"ffn_dim": 4 * embed_dim, "num_heads": 8, "kind": "attention", "ffn_kind": "dense"}
+    keys = ["ffn_dim", "num_heads", "qk_dim", "v_dim", "kind", "ffn_kind"]
     if side == "decoder":
         keys += ["cross_num_heads", "cross_qk_dim", "cross_v_dim", "encoder_layers_attended"]
     unknown = set(raw) - set(keys)
     if unknown:
         _misplaced_kind_setting(f"model.{side}", unknown)
         raise ConfigError(f"model.{side}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                          f"(known: num_layers, {', '.join(keys)}, and a kind's settings under its name: "
-                          f"{', '.join(k for k in kind_names() if get_kind(k).config is not None)})")
+                          f"(known: num_layers, {', '.join(keys)}, and a kind's or FFN kind's settings under its "
+                          f"name: {', '.join(k for k in kind_names() if get_kind(k).config is not None)}, "
+                          f"{', '.join(k for k in ffn_kind_names() if get_ffn_kind(k).config is not None)})")
     cols = {k: _per_layer(raw[k] if k in raw else defaults[k], n, f"model.{side}.{k}")
             for k in keys if k in raw or k in defaults}
     for name in cols["kind"]:
@@ -432,14 +548,21 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
             get_kind(name)
         except ConfigError as e:
             raise ConfigError(f"model.{side}.kind: {e}") from None
-    for name, section in sections.items():
-        if section is None:
-            section = {}
-        if not isinstance(section, dict):
-            raise ConfigError(f"model.{side}.{name} must be a mapping of the {name} kind's settings (got {_show(section)})")
-        if name not in cols["kind"]:
-            raise ConfigError(f"model.{side}.{name}: no layer is of kind {name!r}")
-        sections[name] = {k: _per_layer(v, n, f"model.{side}.{name}.{k}") for k, v in section.items()}
+    for name in cols["ffn_kind"]:
+        try:
+            get_ffn_kind(name)
+        except ConfigError as e:
+            raise ConfigError(f"model.{side}.ffn_kind: {e}") from None
+    for found, key, noun in ((sections, "kind", "kind"), (ffn_sections, "ffn_kind", "FFN kind")):
+        for name, section in found.items():
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"model.{side}.{name} must be a mapping of the {name} {noun}'s settings "
+                                  f"(got {_show(section)})")
+            if name not in cols[key]:
+                raise ConfigError(f"model.{side}.{name}: no layer is of {key} {name!r}")
+            found[name] = {k: _per_layer(v, n, f"model.{side}.{name}.{k}") for k, v in section.items()}
     layers = []
     for i in range(n):
         d = {k: v[i] for k, v in cols.items()}
@@ -451,6 +574,8 @@ def _stack(raw, side: str, embed_dim: int) -> list[dict]:
             d.setdefault("cross_v_dim", embed_dim)
         if d["kind"] in sections:
             d[d["kind"]] = {k: v[i] for k, v in sections[d["kind"]].items()}
+        if d["ffn_kind"] in ffn_sections:
+            d[d["ffn_kind"]] = {k: v[i] for k, v in ffn_sections[d["ffn_kind"]].items()}
         layers.append(_kind_settings(d, f"model.{side}.layers[{i}]"))
     return layers
 
@@ -459,6 +584,8 @@ def model_config_from_dict(raw: dict) -> ModelConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"model must be a mapping (got {_show(raw)})")
     raw = dict(raw)
+    if raw.get("type") == "translator":  # the default type, written out
+        del raw["type"]
     if "embed_dim" in raw:  # shorthand for both sides
         d = check_value(raw.pop("embed_dim"), *field_rule(ModelConfig, "encoder_embed_dim"), "model.embed_dim")
         raw.setdefault("encoder_embed_dim", d)
@@ -473,6 +600,47 @@ def model_config_from_dict(raw: dict) -> ModelConfig:
     cfg.decoder_layers = check_value(_stack(decoder, "decoder", cfg.decoder_embed_dim), hints["decoder_layers"], {},
                                      "model.decoder.layers")
     return cfg.validate()
+
+
+def lm_config_from_dict(raw: dict) -> LMConfig:
+    """`model: {type: lm, ...}`: the layers compact (`layers: {num_layers: N, ...}`, lists broadcast per layer) or
+    one mapping per layer (`layers: [...]`, as a saved config.yaml writes them)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"model must be a mapping (got {_show(raw)})")
+    raw = dict(raw)
+    layers = raw.pop("layers", None)
+    cfg = _fill(LMConfig, raw, "model")  # first: the layers' default widths come from the embedding dim
+    cfg.layers = check_value(_stack(layers, "layers", cfg.embed_dim), typing.get_type_hints(LMConfig)["layers"], {},
+                             "model.layers")
+    return cfg.validate()
+
+
+def model_from_dict(raw) -> ModelConfig | LMConfig:
+    """The model section by its `type`: a translator (`translator`, the default) or a language model (`lm`)."""
+    kind = raw.get("type", "translator") if isinstance(raw, dict) else "translator"
+    if kind not in MODEL_TYPES:
+        raise ConfigError(f"model.type must be one of {', '.join(MODEL_TYPES)} (got {_show(kind)})")
+    return lm_config_from_dict(raw) if kind == "lm" else model_config_from_dict(raw)
+
+
+def _check_lm_experiment(exp: "ExperimentConfig", train_raw: dict) -> None:
+    """What the data and train sections mean for a language model, and refuse what does not apply."""
+    if not exp.is_lm:
+        if exp.data.seq_len is not None:
+            raise ConfigError("data.seq_len applies to a language model (model: {type: lm}); a translator's "
+                              "length limit is data.max_len")
+        return
+    if exp.data.seq_len is None:
+        exp.data.seq_len = exp.model.max_len
+    if exp.data.seq_len > exp.model.max_len:
+        raise ConfigError(f"data.seq_len {exp.data.seq_len} is longer than model.max_len {exp.model.max_len} "
+                          "(the positions and decoding caches cover max_len tokens): raise max_len or shorten seq_len")
+    if not exp.data.joint_vocab:
+        raise ConfigError("data.joint_vocab: false applies to a translator; a language model has one vocabulary")
+    if train_raw.get("label_smoothing") not in (None, 0, 0.0):
+        raise ConfigError("train.label_smoothing does not apply to a language model: it trains on plain "
+                          "cross-entropy, so its loss is the log-perplexity; leave it out")
+    exp.train.label_smoothing = 0.0
 
 
 def _section(raw: dict, key: str) -> dict:
@@ -503,10 +671,11 @@ def experiment_from_dict(raw: dict, name: str = "custom") -> ExperimentConfig:
     exp = ExperimentConfig(
         name=check_value(raw.get("name", name), str, {}, "name"),
         description=check_value(raw.get("description", ""), str, {}, "description"),
-        model=model_config_from_dict(model_raw),
+        model=model_from_dict(model_raw),
         data=_fill(DataConfig, _section(raw, "data"), "data"),
         train=_fill(TrainConfig, _section(raw, "train"), "train"),
     )
+    _check_lm_experiment(exp, _section(raw, "train"))
     if "vocab_size" not in model_raw:  # a trained run records the tokenizer's real size in the model section
         exp.model.vocab_size = exp.data.vocab_size
     return exp

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from tfmobile.kinds import SelfAttentionContext, get_kind
+from tfmobile.kinds.ffn import feed_forward
 from tfmobile.layers import PaddingMask, TokenEmbedding, TransformerDecoderLayer, TransformerEncoderLayer
 from tfmobile.models.config import ModelConfig
 
@@ -27,6 +28,12 @@ def self_attention(cfg: ModelConfig, layer, side: str) -> dict:
                                weight_dropout=cfg.weight_dropout,
                                max_length=cfg.max_source_len if side == "encoder" else cfg.max_target_len)
     return get_kind(layer.kind).self_attention(layer, ctx)
+
+
+def ffn(cfg: ModelConfig, layer, side: str) -> dict:
+    """The Keras config of a layer's FFN sublayer, as its FFN kind builds it."""
+    d = cfg.encoder_embed_dim if side == "encoder" else cfg.decoder_embed_dim
+    return feed_forward(layer, d, cfg.activation, cfg.activation_dropout)
 
 
 def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Model:
@@ -51,7 +58,8 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
         x = TransformerEncoderLayer(
             self_attention(cfg, lc, "encoder"), lc.ffn_dim, kind=lc.kind, normalize_before=cfg.normalize_before,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, activation=cfg.activation, name=f"encoder_layer_{i}",
+            activation_dropout=cfg.activation_dropout, activation=cfg.activation, ffn=ffn(cfg, lc, "encoder"),
+            ffn_kind=lc.ffn_kind, name=f"encoder_layer_{i}",
         )([x, source_mask])
         outputs.append(x)
 
@@ -77,7 +85,7 @@ def build_transformer(cfg: ModelConfig, name: str = "transformer") -> keras.Mode
             self_attention(cfg, lc, "decoder"), lc.cross_num_heads, lc.cross_qk_dim, lc.cross_v_dim, lc.ffn_dim,
             kind=lc.kind, normalize_before=cfg.normalize_before, dropout=cfg.dropout,
             attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-            activation=cfg.activation, name=f"decoder_layer_{i}",
+            activation=cfg.activation, ffn=ffn(cfg, lc, "decoder"), ffn_kind=lc.ffn_kind, name=f"decoder_layer_{i}",
         )([y, memory, memory_mask])
     if cfg.normalize_before:
         y = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)

@@ -41,6 +41,15 @@ Layer kinds
     decoder layer adds the encoder-decoder attention. The self-attention part is counted by the kind
     (`tfmobile.kinds`: `LayerKind.count`, built from `tfmobile.kinds.costs`): 'attention' as above,
     'lsra' (Lite Transformer) as its module `tfmobile.kinds.lsra` says; the rest is counted here.
+    The FFN is counted by the layer's FFN kind (`tfmobile.kinds.ffn`, `FFNKind.count`): 'dense' as
+    above; 'chunked' the same over the positions it computes (padded to whole chunks); 'sparse' the
+    controller ("ffn_controller") and only the active units ("ffn"): what its inference computes (the
+    gathered path of a decoding step), not the dense product its whole-sequence Keras path runs.
+
+Language models (`LMConfig`, `tfmobile.models.lm`; `profile_lm`)
+    One teacher-forced pass over a sequence of `seq_len` tokens (the experiment's data.seq_len by
+    default): each layer counted as an encoder layer of its widths on seq_len positions, plus the final
+    LayerNorm, embeddings and output projection aside as above; per token = that / seq_len.
 """
 
 from __future__ import annotations
@@ -50,7 +59,8 @@ from dataclasses import dataclass
 from tfmobile.errors import ConfigError
 from tfmobile.kinds import get_kind
 from tfmobile.kinds.costs import Cost, attention, attention_products, ffn, layer_norm, linear
-from tfmobile.models.config import (DecoderLayerConfig, EncoderLayerConfig, ExperimentConfig, ModelConfig,
+from tfmobile.kinds.ffn import get_ffn_kind
+from tfmobile.models.config import (DecoderLayerConfig, EncoderLayerConfig, ExperimentConfig, LMConfig, ModelConfig,
                                     load_config)
 
 PAPER_SRC_LEN = 30  # Lite Transformer and HAT (WMT); HAT uses 23 for IWSLT
@@ -79,9 +89,9 @@ class LayerContext:
 
 
 def encoder_layer(layer: EncoderLayerConfig, ctx: LayerContext) -> dict[str, Cost]:
-    """Encoder layer: its kind's self-attention, FFN, one LayerNorm per sublayer."""
+    """Encoder layer: its kind's self-attention, its FFN kind's FFN, one LayerNorm per sublayer."""
     d, n = ctx.encoder_embed_dim, ctx.src_len
-    return {**get_kind(layer.kind).count(layer, d, n), "ffn": ffn(d, layer.ffn_dim, n),
+    return {**get_kind(layer.kind).count(layer, d, n), **get_ffn_kind(layer.ffn_kind).count(layer, d, n),
             "layer_norm": layer_norm(d) + layer_norm(d)}
 
 
@@ -93,7 +103,7 @@ def decoder_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cos
     return {
         **get_kind(layer.kind).count(layer, d, t),
         "cross_attention": attention(d, d_enc, d, layer.cross_qk_dim, layer.cross_v_dim, t, memory_len),
-        "ffn": ffn(d, layer.ffn_dim, t),
+        **get_ffn_kind(layer.ffn_kind).count(layer, d, t),
         "layer_norm": layer_norm(d) + layer_norm(d) + layer_norm(d),
     }
 
@@ -102,14 +112,27 @@ def decoder_layer(layer: DecoderLayerConfig, ctx: LayerContext) -> dict[str, Cos
 # Whole model
 
 
-def _model_config(cfg) -> ModelConfig:
+def _model_config(cfg) -> ModelConfig | LMConfig:
     if isinstance(cfg, str):
         cfg = load_config(cfg)
     if isinstance(cfg, ExperimentConfig):
         cfg = cfg.model
-    if not isinstance(cfg, ModelConfig):
-        raise ConfigError(f"expected a ModelConfig, an ExperimentConfig or a preset name, got {type(cfg).__name__}")
-    return cfg.validate()  # the count is of the model build_transformer builds, which validates it first
+    if not isinstance(cfg, (ModelConfig, LMConfig)):
+        raise ConfigError(f"expected a ModelConfig, an LMConfig, an ExperimentConfig or a preset name, "
+                          f"got {type(cfg).__name__}")
+    return cfg.validate()  # the count is of the model build_transformer / build_lm builds, which validates it first
+
+
+def _lm_seq_len(model_config, cfg: LMConfig, seq_len: int | None) -> int:
+    """The sequence length a language model is counted at: `seq_len`, else the experiment's data.seq_len, else
+    the model's max_len."""
+    if seq_len is not None:
+        return _check_len("seq_len", seq_len)
+    if isinstance(model_config, str):
+        model_config = load_config(model_config)
+    if isinstance(model_config, ExperimentConfig) and model_config.data.seq_len:
+        return model_config.data.seq_len
+    return cfg.max_len
 
 
 def _check_len(name: str, value) -> int:
@@ -145,29 +168,39 @@ def _layers(cfg: ModelConfig, src_len: int, tgt_len: int):
 def count_params(model_config, include_embeddings: bool = False) -> int:
     """Parameters of the model; without embeddings and output projection unless `include_embeddings`."""
     cfg = _model_config(model_config)
+    if isinstance(cfg, LMConfig):
+        return profile_lm(cfg, 1)["params_with_embeddings" if include_embeddings else "params"]
     n = _total(c for *_, costs in _layers(cfg, 1, 1) for c in costs.values()).params
     if include_embeddings:
         n += sum(embedding_params(cfg).values())
     return n
 
 
-def count_mult_adds(model_config, src_len: int = PAPER_SRC_LEN, tgt_len: int = PAPER_TGT_LEN) -> int:
+def count_mult_adds(model_config, src_len: int = PAPER_SRC_LEN, tgt_len: int = PAPER_TGT_LEN,
+                    seq_len: int | None = None) -> int:
     """Mult-Adds to translate one sentence of `src_len` source and `tgt_len` target tokens in one
-    teacher-forced pass, embeddings and output projection excluded (see module docstring)."""
+    teacher-forced pass, embeddings and output projection excluded (see module docstring). For a language
+    model: one sequence of `seq_len` tokens (see `profile_lm`; src_len and tgt_len do not apply)."""
     cfg = _model_config(model_config)
+    if isinstance(cfg, LMConfig):
+        return profile_lm(cfg, _lm_seq_len(model_config, cfg, seq_len))["mult_adds"]
     src_len, tgt_len = _check_len("src_len", src_len), _check_len("tgt_len", tgt_len)
     return _total(c for *_, costs in _layers(cfg, src_len, tgt_len) for c in costs.values()).mult_adds
 
 
-def profile(model_config, src_len: int = PAPER_SRC_LEN, tgt_len: int = PAPER_TGT_LEN) -> dict:
+def profile(model_config, src_len: int = PAPER_SRC_LEN, tgt_len: int = PAPER_TGT_LEN, seq_len: int | None = None) -> dict:
     """Totals plus a breakdown by side and component, and per layer.
 
     Keys: params, params_with_embeddings, mult_adds, flops, src_len, tgt_len;
     breakdown: {encoder|decoder: {component: {params, mult_adds}, ..., total: {...}}};
     excluded: {embeddings, output_projection: {params, mult_adds}} (left out of params / mult_adds);
     layers: [{side, index, kind, params, mult_adds}] (index None for the final pre-norm LayerNorm).
+    A language model gives `profile_lm`'s result at `seq_len` (default: the experiment's data.seq_len, else
+    max_len); src_len and tgt_len do not apply to it.
     """
     cfg = _model_config(model_config)
+    if isinstance(cfg, LMConfig):
+        return profile_lm(cfg, _lm_seq_len(model_config, cfg, seq_len))
     src_len, tgt_len = _check_len("src_len", src_len), _check_len("tgt_len", tgt_len)
     rows = _layers(cfg, src_len, tgt_len)
     breakdown: dict[str, dict[str, Cost]] = {"encoder": {}, "decoder": {}}
@@ -200,6 +233,48 @@ def profile(model_config, src_len: int = PAPER_SRC_LEN, tgt_len: int = PAPER_TGT
     }
 
 
+def profile_lm(cfg: LMConfig, seq_len: int) -> dict:
+    """Parameters and Mult-Adds of a decoder-only language model on one sequence of `seq_len` tokens.
+
+    Every layer is counted as an encoder layer of the same widths on seq_len positions (its kind's
+    self-attention, causal or not, costs the same teacher-forced pass: full attention its seq_len x seq_len
+    scores, LSH its chunks; its FFN kind's FFN; two LayerNorms: a plain layer's pre-norms or a reversible
+    block's F and G norms), plus the final LayerNorm. Embedding table and output projection are excluded, as
+    for translators, and reported aside (logits: seq_len x d x vocab). `mult_adds_per_token` is mult_adds /
+    seq_len, the average over the teacher-forced pass (not the cost of one decoding step, which attends to
+    the cache). Keys as `profile`'s, with `type` "lm", `seq_len` and `mult_adds_per_token` in place of
+    src_len / tgt_len, one side ("layers") in `breakdown`.
+    """
+    cfg.validate()
+    seq_len = _check_len("seq_len", seq_len)
+    d = cfg.embed_dim
+    ctx = LayerContext(d, d, seq_len, seq_len)
+    rows = [(i, layer.kind, encoder_layer(layer, ctx)) for i, layer in enumerate(cfg.layers)]
+    rows.append((None, "final_norm", {"layer_norm": layer_norm(d)}))
+    breakdown: dict[str, Cost] = {}
+    layers = []
+    for index, kind, costs in rows:
+        for component, cost in costs.items():
+            breakdown[component] = breakdown.get(component, Cost()) + cost
+        layers.append({"side": "layers", "index": index, "kind": kind, **_total(costs.values()).as_dict()})
+    totals = _total(breakdown.values())
+    embeddings, output = cfg.vocab_size * d, 0 if cfg.tie_output else d * cfg.vocab_size
+    return {
+        "type": "lm",
+        "params": totals.params,
+        "params_with_embeddings": totals.params + embeddings + output,
+        "mult_adds": totals.mult_adds,
+        "mult_adds_per_token": totals.mult_adds / seq_len,
+        "flops": 2 * totals.mult_adds,
+        "seq_len": seq_len,
+        "reversible": cfg.reversible,
+        "breakdown": {"layers": {**{k: c.as_dict() for k, c in breakdown.items()}, "total": totals.as_dict()}},
+        "excluded": {"embeddings": {"params": embeddings, "mult_adds": 0},
+                     "output_projection": {"params": output, "mult_adds": seq_len * d * cfg.vocab_size}},
+        "layers": layers,
+    }
+
+
 def _human(n: int) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
@@ -216,14 +291,16 @@ def format_profile(prof: dict) -> str:
             lines.append(f"{label:<28}{_human(c['params']):>12}{_human(c['mult_adds']):>12}")
     for name, c in prof["excluded"].items():
         lines.append(f"{'(excluded) ' + name:<28}{_human(c['params']):>12}{_human(c['mult_adds']):>12}")
+    tokens = (f"one sequence of {prof['seq_len']} tokens, {_human(round(prof['mult_adds_per_token']))} a token"
+              if prof.get("type") == "lm" else f"{prof['src_len']} source / {prof['tgt_len']} target tokens")
     lines.append(
         f"params {prof['params']:,} (with embeddings {prof['params_with_embeddings']:,}); "
         f"Mult-Adds {prof['mult_adds']:,} = {_human(prof['mult_adds'])} "
-        f"(FLOPs {_human(prof['flops'])}) for {prof['src_len']} source / {prof['tgt_len']} target tokens"
+        f"(FLOPs {_human(prof['flops'])}) for {tokens}"
     )
     return "\n".join(lines)
 
 
 __all__ = ["Cost", "LayerContext", "PAPER_SRC_LEN", "PAPER_TGT_LEN", "attention", "attention_products",
            "count_mult_adds", "count_params", "decoder_layer", "embedding_params", "encoder_layer", "ffn",
-           "format_profile", "layer_norm", "linear", "profile"]
+           "format_profile", "layer_norm", "linear", "profile", "profile_lm"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -14,10 +15,12 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmobile.data import prepare_corpus, train_sentencepiece
+from tfmobile.data import Tokenizer, prepare_corpus, train_sentencepiece
 from tfmobile.data.pipeline import token_batches, tokenized_pairs
+from tfmobile.data.text import lm_batches, lm_sequences, prepare_text, train_text_sentencepiece
 from tfmobile.errors import ConfigError, DataError, TrainingError
 from tfmobile.models.config import STRATEGIES, ExperimentConfig
+from tfmobile.models.lm import build_lm
 from tfmobile.models.transformer import build_transformer
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.losses import LabelSmoothedCrossEntropy, MaskedAccuracy
@@ -126,7 +129,11 @@ def train(exp: ExperimentConfig, run_dir: str, resume: bool = False, data_dir: s
         callbacks: extra Keras callbacks for `fit` (e.g. TF-MOT's UpdatePruningStep and PruningSummaries).
 
     Other models (HAT's SuperTransformer, `tfmobile.nas`):
-        build: ModelConfig -> the Keras model to train (default `build_transformer`), built in the strategy's scope.
+        build: ModelConfig -> the Keras model to train (default `build_transformer`; for a language model, an
+            `LMConfig`, `build_lm` seeded by train.seed), built in the strategy's scope.
+
+    A language model (`exp.model` an `LMConfig`) trains on windows of its text (`tfmobile.data.text`) with plain
+    next-token cross-entropy, through the same fit / checkpoint / resume loop.
         validate: (model, valid batches) -> {name: value}, the epoch's validation metrics in place of Keras's
             own `val_*` (which would score whatever the model is set to compute).
     """
@@ -166,22 +173,15 @@ def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, tran
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(exp.train.seed)
 
-    prepared, (src_tok, tgt_tok) = prepare_tokenizers(exp, run_dir, data_dir)
-    exp.model.vocab_size = max(src_tok.vocab_size, tgt_tok.vocab_size)
-    write_experiment(run_dir, exp)
-
-    t = exp.train
-    max_len = min(exp.data.max_len, exp.model.max_source_len, exp.model.max_target_len)
-    train_examples = tokenized_pairs(prepared.splits["train"], src_tok, tgt_tok, max_len=max_len)
-    steps = t.steps_per_epoch or count_batches(
-        token_batches(train_examples, t.max_tokens, max_len, drop_remainder=True))
     # A resumed run must not replay the first epochs' batches: its shuffle seed moves on with the epochs done.
     epochs_done = read_state(run_dir).get("epochs_done", 0) if resume else 0
-    train_ds = token_batches(train_examples, t.max_tokens, max_len, shuffle=True, seed=t.seed + epochs_done,
-                             repeat=True, drop_remainder=True)
-    valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
-                             t.max_tokens, max_len)
+    if exp.is_lm:
+        train_ds, valid_ds, steps = _lm_data(exp, run_dir, data_dir, epochs_done)
+        build = build or functools.partial(build_lm, seed=exp.train.seed)
+    else:
+        train_ds, valid_ds, steps = _translation_data(exp, run_dir, data_dir, epochs_done)
 
+    t = exp.train
     policy, why = resolve_precision(t.precision)
     print(f"precision: {policy} ({why})", file=sys.stderr, flush=True)
     keras.mixed_precision.set_global_policy(policy)
@@ -190,6 +190,46 @@ def _train(exp, run_dir, strategy, resume, data_dir, verbose, init_weights, tran
                     finalize, list(callbacks), build, validate)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _translation_data(exp, run_dir, data_dir, epochs_done):
+    """(train batches, valid batches, steps per epoch) of a translator: token-count batches of sentence pairs."""
+    prepared, (src_tok, tgt_tok) = prepare_tokenizers(exp, run_dir, data_dir)
+    exp.model.vocab_size = max(src_tok.vocab_size, tgt_tok.vocab_size)
+    write_experiment(run_dir, exp)
+    t = exp.train
+    max_len = min(exp.data.max_len, exp.model.max_source_len, exp.model.max_target_len)
+    train_examples = tokenized_pairs(prepared.splits["train"], src_tok, tgt_tok, max_len=max_len)
+    steps = t.steps_per_epoch or count_batches(
+        token_batches(train_examples, t.max_tokens, max_len, drop_remainder=True))
+    train_ds = token_batches(train_examples, t.max_tokens, max_len, shuffle=True, seed=t.seed + epochs_done,
+                             repeat=True, drop_remainder=True)
+    valid_ds = token_batches(tokenized_pairs(prepared.splits["valid"], src_tok, tgt_tok, max_len=max_len),
+                             t.max_tokens, max_len)
+    return train_ds, valid_ds, steps
+
+
+def lm_batch_size(exp: ExperimentConfig) -> int:
+    """Sequences per batch of a language model: train.max_tokens // data.seq_len, at least one."""
+    return max(1, exp.train.max_tokens // exp.data.seq_len)
+
+
+def _lm_data(exp, run_dir, data_dir, epochs_done):
+    """(train batches, valid batches, steps per epoch) of a language model: windows of data.seq_len + 1 tokens
+    of the text's token stream (`tfmobile.data.text`), batches of `lm_batch_size` of them. A text too short for a
+    window in every split is refused before the run directory receives anything."""
+    exp.data.seq_len = exp.data.seq_len or exp.model.max_len  # as a parsed config has it
+    prepared = prepare_text(exp.data.corpus, data_dir=data_dir)
+    spm = train_text_sentencepiece(prepared, exp.data.vocab_size)
+    sequences = lm_sequences(prepared, Tokenizer(spm), exp.data.seq_len)
+    tok, _ = install_tokenizers(run_dir, exp, spm)
+    exp.model.vocab_size = tok.vocab_size
+    write_experiment(run_dir, exp)
+    t, batch = exp.train, lm_batch_size(exp)
+    steps = t.steps_per_epoch or max(1, len(sequences["train"]) // batch)
+    train_ds = lm_batches(sequences["train"], batch, shuffle=True, seed=t.seed + epochs_done, repeat=True,
+                          drop_remainder=True)
+    return train_ds, lm_batches(sequences["valid"], batch), steps
 
 
 class _Validate(keras.callbacks.Callback):
@@ -216,7 +256,9 @@ def _fit(exp, files, strategy, train_ds, valid_ds, steps, resume, verbose, init_
         if transform is not None:
             model = transform(model)
         optimizer = build_optimizer(t)
-        model.compile(optimizer=optimizer, loss=LabelSmoothedCrossEntropy(t.label_smoothing),
+        # a language model trains on plain cross-entropy: its loss is the log-perplexity
+        epsilon = 0.0 if exp.is_lm else t.label_smoothing
+        model.compile(optimizer=optimizer, loss=LabelSmoothedCrossEntropy(epsilon),
                       metrics=[MaskedAccuracy()], jit_compile=t.jit_compile)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
