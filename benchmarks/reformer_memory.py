@@ -5,8 +5,10 @@ model built by `tfmobile.models.lm.build_lm`, run in a FRESH process, so that on
 cannot hide in another's high-water mark. The child builds the model, runs one step (which traces the
 graph and allocates the optimizer's slots), then `--steps` more, and reports VmHWM (the process's peak
 resident memory: TensorFlow's runtime, the weights, the traced graph and the step's tensors), `step_mib`
-(VmHWM less the resident memory once the model was built: what the step itself needed) and the median
-time of the later steps. The parent polls
+(VmHWM less the resident memory once the model was built: what the step itself needed),
+`tensor_peak_mib` (the most memory the later steps' tensors held at once, from TensorFlow's BFC allocator,
+which the child runs with: exact, and free of the allocator's caching and the graph's one-time costs)
+and the median time of the later steps. The parent polls
 the child's VmRSS and kills it above `--limit-gib`, so a model that cannot train at a length is recorded as
 "exceeds LIMIT" instead of pushing the machine into swap or the OOM killer.
 
@@ -84,13 +86,16 @@ def child(spec: dict) -> dict:
 
     built = _status_kib(os.getpid(), "VmRSS")  # TensorFlow's runtime and the weights
     step().numpy()  # traces, allocates the slots
+    tf.config.experimental.reset_memory_stats("CPU:0")
     times = []
     for _ in range(spec["steps"]):
         start = time.perf_counter()
         loss = float(step().numpy())
         times.append(time.perf_counter() - start)
     peak = _status_kib(os.getpid(), "VmHWM")
+    tensors = tf.config.experimental.get_memory_info("CPU:0")
     return {"vmhwm_mib": round(peak / 1024, 1), "built_mib": round(built / 1024, 1),
+            "tensor_peak_mib": round(tensors["peak"] / 2**20, 1),
             "step_mib": round((peak - built) / 1024, 1),
             "step_s": round(float(np.median(times)), 4), "loss": round(loss, 4),
             "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
@@ -106,8 +111,10 @@ def _status_kib(pid: int, key: str) -> int:
 
 def run_point(spec: dict, limit_gib: float, timeout_s: float) -> dict:
     """`spec` in a fresh child process, watched: killed above limit_gib of RSS or after timeout_s."""
+    # TensorFlow's BFC allocator on the CPU, so that the child can read its exact tensor peak
+    env = {**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true"}
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     peak, start, verdict = 0, time.monotonic(), None
     while proc.poll() is None:
         try:
@@ -140,14 +147,16 @@ def plot(result: dict, path: str) -> None:
     for model in MODELS:
         rows = [p for p in result["lengths"] if p["model"] == model and p["status"] == "ok"]
         if rows:
-            ax1.plot([p["length"] for p in rows], [p["vmhwm_mib"] / 1024 for p in rows], "o-", label=model)
+            ax1.plot([p["length"] for p in rows], [p["vmhwm_mib"] / 1024 for p in rows], "o-", label=f"{model}, RSS")
+            ax1.plot([p["length"] for p in rows], [p["tensor_peak_mib"] / 1024 for p in rows], "s--",
+                     color=ax1.lines[-1].get_color(), label=f"{model}, tensors")
             ax2.plot([p["length"] for p in rows], [p["step_s"] for p in rows], "o-", label=model)
         failed = [p for p in result["lengths"] if p["model"] == model and p["status"] != "ok"]
         if failed:
             first = min(p["length"] for p in failed)
             ax1.axvline(first, ls=":", color=ax1.lines[-1].get_color() if rows else "k")
             ax1.annotate(f"{model}: {failed[0]['status']}", (first, 0.5), rotation=90, fontsize=7, va="bottom")
-    for ax, label in ((ax1, "peak RSS of a training step (GiB)"), (ax2, "step time (s)")):
+    for ax, label in ((ax1, "peak memory of a training step (GiB)"), (ax2, "step time (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length (tokens)")
@@ -156,9 +165,11 @@ def plot(result: dict, path: str) -> None:
         ax.legend()
     for wiring in ("reversible", "plain"):
         rows = [p for p in result["depths"] if p["wiring"] == wiring and p["status"] == "ok"]
-        ax3.plot([p["layers"] for p in rows], [p["vmhwm_mib"] / 1024 for p in rows], "o-", label=wiring)
+        ax3.plot([p["layers"] for p in rows], [p["vmhwm_mib"] / 1024 for p in rows], "o-", label=f"{wiring}, peak RSS")
+        ax3.plot([p["layers"] for p in rows], [p["tensor_peak_mib"] / 1024 for p in rows], "s--",
+                 label=f"{wiring}, tensor peak")
     ax3.set_xlabel("layers")
-    ax3.set_ylabel("peak RSS of a training step (GiB)")
+    ax3.set_ylabel("GiB")
     ax3.set_title(f"LSH + chunked FFN at {result['settings']['depth_length']} tokens")
     ax3.grid(alpha=0.3)
     ax3.legend()
@@ -235,7 +246,7 @@ def main() -> int:
         ok = {(r["model"], r["length"]): r for r in lengths if r["status"] == "ok"}
         # full attention's memory over the Reformer's, per length: of the whole process (VmHWM) and of the step
         ratios = {str(n): {key: round(ok[("full", n)][key] / max(ok[("lsh_rev_chunked", n)][key], 0.1), 2)
-                           for key in ("vmhwm_mib", "step_mib")}
+                           for key in ("vmhwm_mib", "step_mib", "tensor_peak_mib")}
                   for n in sorted({r["length"] for r in lengths}) if ("full", n) in ok and ("lsh_rev_chunked", n) in ok}
         result = {"machine": machine(), "settings": {**base, "layers": args.layers, "depth_length": args.depth_length,
                                                      "chunk_len": CHUNK, "n_hashes": 2, "limit_gib": args.limit_gib},
