@@ -461,19 +461,25 @@ def export_model(model: keras.Model, cfg: ModelConfig, out_dir: str, *, tokenize
         meta["int8_float_fallback_ops"] = float_fallback_ops(flatbuffer)
         meta["calibration_sentences"] = len(calibration[0])
 
+    write_export_dir(out_dir, flatbuffer, meta, {name: tok.model_path for tok, name in shipped.values()})
+    return meta
+
+
+def write_export_dir(out_dir: str, flatbuffer: bytes, meta: dict, copies: dict[str, str]) -> None:
+    """Assemble an export (model.tflite, model_meta.json, `copies`: {file name: source path}) in a temporary
+    sibling folder and rename it into place, so `out_dir` is never seen half written."""
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.{os.path.basename(out_dir)}.", dir=parent)
     try:
         atomic_write_bytes(os.path.join(tmp, MODEL_FILE), flatbuffer)
-        for tok, name in shipped.values():
-            shutil.copyfile(tok.model_path, os.path.join(tmp, name))
+        for name, source in copies.items():
+            shutil.copyfile(source, os.path.join(tmp, name))
         atomic_write_text(os.path.join(tmp, META_FILE), json.dumps(meta, indent=2) + "\n")
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return meta
 
 
 def export_translator(run_dir: str, out_dir: str, quantize: str = "none", max_source_len: int | None = None,
@@ -504,4 +510,4 @@ def export_translator(run_dir: str, out_dir: str, quantize: str = "none", max_so
 
 __all__ = ["META_FILE", "MODEL_FILE", "QUANTIZATIONS", "SIGNATURES", "TranslatorModule", "clean_interrupted",
            "clean_stale_temp", "convert", "export_model", "export_translator", "float_fallback_ops", "gpu_compatibility",
-           "representative_samples"]
+           "representative_samples", "write_export_dir"]

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -38,14 +36,14 @@ import tf_keras as keras
 from tfmobile.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from tfmobile.decoding.lm import draw
 from tfmobile.deploy.encoder_export import ExportError, tflite_ops
-from tfmobile.deploy.export import (TMP_PREFIX, _check_out, _io_details, _swap_in, clean_interrupted, convert,
-                                    gpu_compatibility)
-from tfmobile.deploy.runtime import LM_META_FORMAT, META_FILE, MODEL_FILE, ModelError, export_dir_of, quiet_stderr
+from tfmobile.deploy.export import (_check_out, _io_details, clean_interrupted, convert, gpu_compatibility,
+                                    write_export_dir)
+from tfmobile.deploy.runtime import (LM_META_FORMAT, META_FILE, MODEL_FILE, ModelError, export_dir_of,
+                                     load_meta_json, quiet_stderr)
 from tfmobile.errors import InputError
 from tfmobile.models.config import ExperimentConfig, LMConfig
 from tfmobile.models.lm import LMDecoder
 from tfmobile.run import load_lm_run
-from tfmobile.utils import atomic_write_bytes, atomic_write_text
 
 LM_QUANTIZATIONS = ("none", "float16", "dynamic")
 LM_META_KEYS = ("format", "model_file", "quantization", "max_len", "vocab_size", "special_ids", "tokenizers",
@@ -86,15 +84,7 @@ class LMModule(tf.Module):
 
 def read_lm_meta(export_dir: str) -> dict:
     """model_meta.json of a language model's export; ModelError when missing, corrupt or not one."""
-    path = os.path.join(export_dir, META_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise ModelError(f"{export_dir} is not an export directory (no {META_FILE}); make one with "
-                         "`tfmobile export RUN --out DIR`") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path} is not valid JSON ({e}); export the model again") from None
+    path, meta = load_meta_json(export_dir, "`tfmobile export RUN --out DIR`")
     if not isinstance(meta, dict) or meta.get("format") != LM_META_FORMAT:
         raise ModelError(f"{path} is not a language model's export metadata (format {LM_META_FORMAT}): "
                          "a translator's export takes `tfmobile translate` and `tfmobile evaluate`")
@@ -145,18 +135,7 @@ def export_lm_model(model: keras.Model, cfg: LMConfig, out_dir: str, *, tokenize
         "source_run": os.path.abspath(source_run) if source_run else None,
         "source_config": source_config or {"model": ExperimentConfig(model=cfg).to_dict()["model"]},
     }
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.{os.path.basename(out_dir)}.", dir=parent)
-    try:
-        atomic_write_bytes(os.path.join(tmp, MODEL_FILE), flatbuffer)
-        if tokenizer is not None:
-            shutil.copyfile(tokenizer.model_path, os.path.join(tmp, "spm.model"))
-        atomic_write_text(os.path.join(tmp, META_FILE), json.dumps(meta, indent=2) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_export_dir(out_dir, flatbuffer, meta, {"spm.model": tokenizer.model_path} if tokenizer is not None else {})
     return meta
 
 

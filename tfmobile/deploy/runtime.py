@@ -50,17 +50,21 @@ def is_export(path: str) -> bool:
     return os.path.isfile(os.path.join(export_dir_of(path), META_FILE))
 
 
-def read_meta(export_dir: str) -> dict:
-    """model_meta.json of an export directory; ModelError when missing, empty, corrupt or not ours."""
+def load_meta_json(export_dir: str, hint: str = "`tfmobile export`"):
+    """(path, parsed JSON) of an export directory's model_meta.json; ModelError when missing or corrupt."""
     path = os.path.join(export_dir, META_FILE)
     try:
         with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+            return path, json.load(f)
     except FileNotFoundError:
-        raise ModelError(f"{export_dir} is not an export directory (no {META_FILE}); "
-                         "make one with `tfmobile export`") from None
+        raise ModelError(f"{export_dir} is not an export directory (no {META_FILE}); make one with {hint}") from None
     except (OSError, ValueError) as e:
         raise ModelError(f"{path} is not valid JSON ({e}); export the model again") from None
+
+
+def read_meta(export_dir: str) -> dict:
+    """model_meta.json of an export directory; ModelError when missing, empty, corrupt or not ours."""
+    path, meta = load_meta_json(export_dir)
     if isinstance(meta, dict) and meta.get("format") == LM_META_FORMAT:
         raise ModelError(f"{export_dir} is a language model's export, not a translator's: run it with "
                          f"`tfmobile generate {export_dir}` (tfmobile.deploy.lm_export.LMRunner)")
@@ -285,4 +289,4 @@ def evaluate_export(export_dir: str, split: str = "test", limit: int | None = No
 
 
 __all__ = ["HatRun", "LiteTranslator", "META_FILE", "META_FORMAT", "MODEL_FILE", "ModelError", "TranslatorRunner",
-           "evaluate_export", "export_dir_of", "is_export", "read_meta"]
+           "evaluate_export", "export_dir_of", "is_export", "load_meta_json", "read_meta"]
