@@ -116,6 +116,17 @@ class _TransformerLayer(keras.layers.Layer):
         x = x + h
         return x if self.normalize_before else norm(x)
 
+    def _self_attention_step(self, x, position, cache):
+        """The self-attention residual of one decoding step -> (x, the sublayer's new state as a list)."""
+        new_cache = []
+
+        def self_attend(h):
+            out, *state = self.self_attention.step(h, position, *cache)
+            new_cache.extend(state)
+            return out
+
+        return self._residual(x, self.self_attention_norm, self_attend, False), new_cache
+
     def get_config(self):
         return {**super().get_config(), "self_attention": self.self_attention_config, "ffn_dim": self.ffn_dim,
                 "kind": self.kind, "normalize_before": self.normalize_before, "dropout": self.dropout,
@@ -165,14 +176,7 @@ class TransformerEncoderLayer(_TransformerLayer):
     def step(self, x, position, *cache):
         """One decoding step of a causal layer: x [B, 1, d] at `position` (scalar int) with the sublayer's state
         -> (y [B, 1, d], *cache) with this position written. No dropout."""
-        new_cache = []
-
-        def self_attend(h):
-            out, *state = self.self_attention.step(h, position, *cache)
-            new_cache.extend(state)
-            return out
-
-        x = self._residual(x, self.self_attention_norm, self_attend, False)
+        x, new_cache = self._self_attention_step(x, position, cache)
         x = self._residual(x, self.ffn_norm, lambda h: self.ffn(h, training=False), False)
         return (x, *new_cache)
 
@@ -234,14 +238,7 @@ class TransformerDecoderLayer(_TransformerLayer):
         `cross_attention.project_key_value(memory)`; memory_bias: `padding_bias(memory_mask)`.
         Returns (x, cache) with this step written.
         """
-        new_cache = []
-
-        def self_attend(h):
-            out, *state = self.self_attention.step(h, position, *cache)
-            new_cache.extend(state)
-            return out
-
-        x = self._residual(x, self.self_attention_norm, self_attend, False)
+        x, new_cache = self._self_attention_step(x, position, cache)
         cross = self.cross_attention
         x = self._residual(x, self.cross_attention_norm,
                            lambda h: cross.attend(cross.project_query(h), cross_k, cross_v, memory_bias), False)
