@@ -298,8 +298,14 @@ class LSHSelfAttention(keras.layers.Layer):
         if self.causal:
             hidden = tf.logical_or(hidden, kv_pos > q_pos)
         is_self = tf.equal(kv_pos, q_pos)
-        scores += (tf.cast(hidden, scores.dtype) * mask_value(scores.dtype)
-                   + tf.cast(is_self, scores.dtype) * self_penalty(scores.dtype))
+        # The two biases as one tensor and ONE add. scores + hidden * mask + self * penalty is a sum of three
+        # [.., c, 2c] tensors, which Grappler turns into an AddN and then (memory optimizer) into a
+        # TemporaryVariable whose buffer outlives the training step: 16 MiB per layer at L 4k, chunk 128,
+        # 2 heads, 2 hashes, the memory that grew with depth in the reversible stack.
+        hide, own = tf.constant(mask_value(scores.dtype), scores.dtype), tf.constant(
+            self_penalty(scores.dtype), scores.dtype)
+        scores += tf.where(hidden, tf.where(is_self, hide + own, hide),
+                           tf.where(is_self, own, tf.zeros([], scores.dtype)))
         logits = tf.reduce_logsumexp(scores, axis=-1, keepdims=True)
         probs = self._dropout(tf.exp(scores - logits), training, seed)
         so = tf.matmul(probs, kv_v)  # [BHn, n_chunks, c, d_v]
