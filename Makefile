@@ -28,7 +28,7 @@ PYTHON_CHECK := import operator as o, re, sys; \
   print("" if ok else "%s is Python %d.%d; tfmobile needs Python %s (its dependencies publish wheels for no other): \
 run make PYTHON=python3.X with X in that range" % (sys.argv[2], have[0], have[1], sys.argv[1]))
 
-.PHONY: quickstart test test-slow deps test-deps apt test-apt kotlin venv python-check clean
+.PHONY: quickstart test test-slow test-notebooks deps test-deps apt test-apt kotlin venv python-check clean
 
 quickstart: deps
 	$(BIN)/tfmobile quickstart
@@ -44,6 +44,10 @@ test: test-deps
 
 test-slow: test-deps
 	TFMOBILE_REQUIRE_JVM=1 $(PYTEST) -m slow
+
+# The notebooks (notebooks/*.ipynb) executed top to bottom in tiny mode (tests/test_notebooks.py), one at a time.
+test-notebooks: deps
+	$(BIN)/pytest -q -m notebooks tests/test_notebooks.py
 
 deps: apt venv
 
