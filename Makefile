@@ -28,7 +28,7 @@ PYTHON_CHECK := import operator as o, re, sys; \
   print("" if ok else "%s is Python %d.%d; tfmobile needs Python %s (its dependencies publish wheels for no other): \
 run make PYTHON=python3.X with X in that range" % (sys.argv[2], have[0], have[1], sys.argv[1]))
 
-.PHONY: quickstart test test-slow test-notebooks deps test-deps apt test-apt kotlin venv python-check clean
+.PHONY: quickstart test test-slow test-notebooks notebooks-sync wheel deps test-deps apt test-apt kotlin venv python-check clean
 
 quickstart: deps
 	$(BIN)/tfmobile quickstart
@@ -48,6 +48,14 @@ test-slow: test-deps
 # The notebooks (notebooks/*.ipynb) executed top to bottom in tiny mode (tests/test_notebooks.py), one at a time.
 test-notebooks: deps
 	$(BIN)/pytest -q -m notebooks tests/test_notebooks.py
+
+# Rewrite the notebooks' shared setup cell and Colab badges, and clear their outputs (notebooks/sync.py).
+notebooks-sync: deps
+	$(BIN)/python notebooks/sync.py
+
+# The wheel a notebook's TFMOBILE_SOURCE can point at (upload it to Colab): dist/tfmobile-<version>-py3-none-any.whl
+wheel: deps
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 deps: apt venv
 

@@ -364,3 +364,38 @@ def test_ding_sentences(tmp_path):
     pairs = set(pairs)
     assert ("Ich warte auf dich.", "I wait for you.") in pairs
     assert ("Das bestätigt meine schlimmsten Befürchtungen.", "This confirms my worst fears.") in pairs
+
+
+def _fake_python(path, body: str):
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_sword_falls_back_to_the_python_the_bindings_were_built_for(tmp_path, monkeypatch):
+    # Colab-like: python3 is a newer version without the bindings; python3-sword was built for python3.10.
+    bindings = tmp_path / "dist-packages"
+    bindings.mkdir()
+    (bindings / "_Sword.cpython-310-x86_64-linux-gnu.so").write_bytes(b"")
+    python3 = _fake_python(tmp_path / "python3", "echo \"ModuleNotFoundError: No module named 'Sword'\" >&2; exit 1")
+    _fake_python(tmp_path / "python3.10",
+                 'printf \'{"modules": {"engWEB2015eb": [["Gen 1:1", "In the beginning", false]]}}\'')
+    _fake_python(tmp_path / "python3.12", "exit 3")  # not a version the bindings were built for: never run
+    monkeypatch.setattr(corpora, "SWORD_PYTHON", python3)
+    monkeypatch.setattr(corpora, "SWORD_BINDINGS", str(bindings))
+    assert corpora._sword_pythons() == [python3, str(tmp_path / "python3.10")]
+    assert corpora._dump_sword_modules(["engWEB2015eb"], corpus="bible-en") == {
+        "engWEB2015eb": [("Gen 1:1", "In the beginning")]}
+
+
+def test_sword_bindings_missing_for_every_python(tmp_path, monkeypatch):
+    bindings = tmp_path / "dist-packages"
+    bindings.mkdir()
+    (bindings / "_Sword.cpython-310-x86_64-linux-gnu.so").write_bytes(b"")
+    missing = "echo \"ModuleNotFoundError: No module named 'Sword'\" >&2; exit 1"
+    monkeypatch.setattr(corpora, "SWORD_PYTHON", _fake_python(tmp_path / "python3", missing))
+    _fake_python(tmp_path / "python3.10", missing)
+    monkeypatch.setattr(corpora, "SWORD_BINDINGS", str(bindings))
+    with pytest.raises(DataError, match="the SWORD Python bindings are missing") as info:
+        corpora._dump_sword_modules(["engWEB2015eb"], corpus="bible-en")
+    assert "python3-sword" in str(info.value) and "\n" not in str(info.value)

@@ -56,6 +56,94 @@ def test_notebooks_are_valid_nbformat_4():
             f"{os.path.basename(path)}: the first cell is the title with a Colab badge"
 
 
+def _sync_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_sync", os.path.join(ROOT, "notebooks", "sync.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebooks_share_one_setup_cell_and_the_repository_badge():
+    sync = _sync_module()
+    assert sync.out_of_date() == [], "run `python notebooks/sync.py`"
+    repo = sync.repository()
+    for path in NOTEBOOKS:
+        name = os.path.splitext(os.path.basename(path))[0]
+        nb = _read(path)
+        assert sync.badge(name, repo) in nb.cells[0].source
+        setup = next(c for c in nb.cells if c.cell_type == "code").source
+        assert f'NOTEBOOK = "{name}"' in setup and f'TFMOBILE_SOURCE = "git+{repo}"' in setup
+
+
+def test_sync_rewrites_a_stale_notebook(tmp_path, monkeypatch):
+    import nbformat
+
+    sync = _sync_module()
+    stale = nbformat.read(NOTEBOOKS[0], as_version=4)
+    setup = next(c for c in stale.cells if c.cell_type == "code")
+    setup.source = "print('an edited setup cell')"
+    setup.outputs = [nbformat.v4.new_output("stream", name="stdout", text="x\n")]
+    setup.execution_count = 3
+    stale.cells[0].source = stale.cells[0].source.replace("/blob/main/", "/blob/old/")
+    path = tmp_path / os.path.basename(NOTEBOOKS[0])
+    nbformat.write(stale, str(path))
+    monkeypatch.setattr(sync, "HERE", str(tmp_path))
+    assert sync.out_of_date() == [path.name]
+    assert sync.main([]) == 0
+    assert sync.out_of_date() == []
+    fixed = nbformat.read(str(path), as_version=4)
+    assert fixed.cells == nbformat.read(NOTEBOOKS[0], as_version=4).cells
+
+
+def test_library_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """Notebooks draw inline: a library plot that switched the backend (matplotlib.use) would break them."""
+    offenders = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "tfmobile")):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name), encoding="utf-8").read()
+                if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", text):
+                    offenders.append(os.path.relpath(os.path.join(folder, name), ROOT))
+    assert not offenders, "use tfmobile.utils.new_figure / save_figure instead of pyplot: " + ", ".join(offenders)
+    script = f"""
+import matplotlib
+matplotlib.use("pdf")
+from tfmobile.nas.search import plot_search
+from tfmobile.quickstart import plot_curve
+plot_search({str(tmp_path / "search.png")!r}, {{"evolution": [{{"evaluations": 1, "best_fitness": 2.0}}]}}, 3.0)
+plot_curve([{{"steps": 10, "minutes": 0.5, "val_loss": 4.0, "loss": 4.5}}], 1.0, {str(tmp_path / "c.png")!r}, "t")
+print(matplotlib.get_backend())
+"""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "pdf"
+    for name in ("search.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_sequences_fallback_table_is_the_benchmarks_result():
+    """06 shows the memory benchmark's numbers without a checkout from a table in the notebook: it must be the
+    committed result, to the 0.1 MiB it prints."""
+    import ast
+    import json
+
+    nb = _read(os.path.join(ROOT, "notebooks", "06_long_sequences.ipynb"))
+    cell = next(c.source for c in nb.cells if "table = {" in c.source)
+    start = cell.index("table = {") + len("table = ")
+    table = ast.literal_eval(cell[start:cell.index("}", start) + 1])
+    saved = json.load(open(os.path.join(ROOT, "benchmarks", "results", "reformer_memory.json"), encoding="utf-8"))
+    expected = {}
+    for p in saved["lengths"]:
+        if p["status"] == "ok":
+            expected.setdefault(p["model"], []).append(
+                (p["length"], round(p["tensor_peak_mib"], 1), round(p["vmhwm_mib"], 1)))
+    assert {m: sorted(rows) for m, rows in table.items()} == {m: sorted(rows) for m, rows in expected.items()}
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs_in_tiny_mode(path, tmp_path, monkeypatch):

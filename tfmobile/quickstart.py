@@ -29,7 +29,7 @@ from tfmobile.profiling import profile
 from tfmobile.run import claim_directory, fresh_run_dir
 from tfmobile.training.precision import resolve_precision
 from tfmobile.training.trainer import train
-from tfmobile.utils import atomic_write_text
+from tfmobile.utils import atomic_write_text, new_figure, save_figure
 
 EXPORT_QUANTIZATION = "dynamic"  # int8 weights: the smallest and fastest export at the float BLEU (README, Deploy)
 
@@ -53,12 +53,8 @@ class LearningCurve(keras.callbacks.Callback):
 
 
 def plot_curve(points: list[dict], bleu: float, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig = new_figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
     minutes = [p["minutes"] for p in points]
     ax.plot(minutes, [p["val_loss"] for p in points], "o-", label="validation loss")
     if "loss" in points[0]:
@@ -72,10 +68,7 @@ def plot_curve(points: list[dict], bleu: float, path: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def validation_interval(steps: int, preferred: int) -> int:

@@ -34,3 +34,20 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def new_figure(**kwargs):
+    """A matplotlib Figure that belongs to no pyplot backend: the library's plots never switch the backend
+    (which would break a notebook's inline plots afterwards) and need no display."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def save_figure(fig, path: str, **kwargs) -> None:
+    """Render `fig` as a PNG (kwargs go to savefig) and write it atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -24,7 +24,7 @@ from tfmobile.kinds.ffn import get_ffn_kind
 from tfmobile.models.config import ModelConfig
 from tfmobile.run import load_run
 from tfmobile.training.finetune import finetune, finetune_experiment
-from tfmobile.utils import atomic_write_text
+from tfmobile.utils import atomic_write_text, new_figure, save_figure
 
 FFN_BLOCKS = {"fc1": (2, 8), "fc2": (8, 2)}
 OUTPUT_BLOCK = (2, 2)
@@ -79,15 +79,11 @@ def line_sparsity(w: np.ndarray, threshold: float) -> dict:
 def plot_sparsity(model, cfg: ModelConfig, path: str, layers=None, threshold: float = 1e-2, title: str = "") -> dict:
     """One heatmap per matrix (rows: the layers, columns: the matrices) of |w| / max|w|, dark = large.
     Returns the per-matrix sparsity numbers drawn in the titles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     layers = layers or ["encoder_layer_0", f"decoder_layer_{len(cfg.decoder_layers) - 1}"]
     rows = [(name, layer_matrices(model, cfg, name)) for name in layers]
     ncols = max(len(m) for _, m in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.6 * len(rows)), squeeze=False)
+    fig = new_figure(figsize=(2.2 * ncols, 2.6 * len(rows)))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
     stats = {}
     for r, (name, mats) in enumerate(rows):
         for c in range(ncols):
@@ -108,11 +104,7 @@ def plot_sparsity(model, cfg: ModelConfig, path: str, layers=None, threshold: fl
                 ax.set_ylabel(name, fontsize=7)
     fig.suptitle(title or f"|w| / max|w| (white: below {threshold:g}); dead whole columns and rows", fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
     return stats
 
 

@@ -6,8 +6,8 @@ Built-in corpora come from Debian packages, so nothing is fetched from a dataset
   ``sword-text-sparv``) aligned verse by verse with the World English Bible (``engWEB2015eb``,
   ``sword-text-web``). The raw OSIS of both modules is dumped in one ``/usr/bin/python3``
   subprocess through the SWORD bindings (``python3-sword``; they exist for the system Python
-  only), then the markup is stripped here. Stripping ourselves matters: the WEB puts footnotes
-  between words with no space around them (``God<note>...</note>created``), which SWORD's plain
+  only, so where ``python3`` is another version, the ``python3.N`` they were built for is used),
+  then the markup is stripped here. Stripping ourselves matters: the WEB puts footnotes between words with no space around them (``God<note>...</note>created``), which SWORD's plain
   renderer turns into "Godcreated".
 - ``ding-de-en``: the full-sentence examples of the Ding dictionary (``trans-de-en``,
   ``/usr/share/trans/de-en``, GPL-2+: read at run time, never copied into the repository).
@@ -56,6 +56,7 @@ _INSTALL_HINT = "run `make quickstart` or `sudo apt-get install {pkgs}`"
 # to simulate a missing package without uninstalling it.
 # --------------------------------------------------------------------------------------------
 SWORD_PYTHON = "/usr/bin/python3"  # the interpreter that has the `Sword` bindings
+SWORD_BINDINGS = "/usr/lib/python3/dist-packages"  # where python3-sword puts _Sword.cpython-3NN-<arch>.so
 BIBLE_SRC_MODULE = "spaRV1909eb"
 BIBLE_TGT_MODULE = "engWEB2015eb"
 SWORD_MODULE_PACKAGES = {"spaRV1909eb": "sword-text-sparv", "engWEB2015eb": "sword-text-web"}
@@ -119,26 +120,40 @@ else:
 """
 
 
+def _sword_pythons(python: str | None = None) -> list[str]:
+    """The interpreters that may have the SWORD bindings, in the order tried: `python` (default SWORD_PYTHON),
+    then python3.N beside it for each version the installed bindings were built for. The bindings exist for the
+    distribution's Python only; where python3 was replaced by a newer one (Colab), that version is still there."""
+    first = python or SWORD_PYTHON
+    built_for = sorted({m.group(1) for name in (os.listdir(SWORD_BINDINGS) if os.path.isdir(SWORD_BINDINGS) else ())
+                        for m in [re.match(r"_Sword\.cpython-3(\d+)", name)] if m}, key=int)
+    others = [os.path.join(os.path.dirname(first), f"python3.{minor}") for minor in built_for]
+    return [first] + [p for p in others if p != first and shutil.which(p)]
+
+
 def _dump_sword_modules(modules, python: str | None = None, corpus: str = "bible-es-en"):
     """Raw OSIS text of each module: {name: [(key, raw)]}, linked verses left out."""
-    python = python or SWORD_PYTHON
     packages = tuple(SWORD_MODULE_PACKAGES[m] for m in modules if m in SWORD_MODULE_PACKAGES) + ("python3-sword",)
-    if shutil.which(python) is None:
-        raise _missing_packages(corpus, packages, f"{python} not found")
-    try:
-        proc = subprocess.run(
-            [python, "-c", _SWORD_DUMPER, *modules],
-            capture_output=True,
-            timeout=600,
-            env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-            | {"PYTHONIOENCODING": "utf-8"},
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise _missing_packages(corpus, packages, f"cannot run {python}: {exc}") from None
-    if proc.returncode != 0:
+    candidates = [p for p in _sword_pythons(python) if shutil.which(p)]
+    if not candidates:
+        raise _missing_packages(corpus, packages, f"{python or SWORD_PYTHON} not found")
+    for python in candidates:
+        try:
+            proc = subprocess.run(
+                [python, "-c", _SWORD_DUMPER, *modules],
+                capture_output=True,
+                timeout=600,
+                env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+                | {"PYTHONIOENCODING": "utf-8"},
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise _missing_packages(corpus, packages, f"cannot run {python}: {exc}") from None
         err = proc.stderr.decode("utf-8", "replace")
-        if "No module named 'Sword'" in err or "No module named Sword" in err:
-            raise _missing_packages(corpus, packages, "the SWORD Python bindings are missing")
+        if proc.returncode == 0 or not ("No module named 'Sword'" in err or "No module named Sword" in err):
+            break
+    else:
+        raise _missing_packages(corpus, packages, "the SWORD Python bindings are missing")
+    if proc.returncode != 0:
         last = err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}"
         raise DataError(f"reading the SWORD modules for corpus {corpus} failed ({last}): "
                         f"reinstall them with `sudo apt-get install --reinstall {' '.join(packages)}`")

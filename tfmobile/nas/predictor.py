@@ -61,7 +61,7 @@ from tfmobile.kinds.costs import linear
 from tfmobile.nas.space import CHOICE_DIMS, Arch, Space
 from tfmobile.profiling import profile
 from tfmobile.run import claim_directory
-from tfmobile.utils import atomic_write_bytes, atomic_write_text
+from tfmobile.utils import atomic_write_bytes, atomic_write_text, new_figure, save_figure
 
 FORMAT = "tfmobile-predictor/1"
 PREDICTOR_FILE = "predictor.json"
@@ -355,12 +355,8 @@ def fit_predictors(csv_path: str, out_dir: str, seed: int = 1, progress: bool = 
 
 
 def _scatter(path: str, measured: np.ndarray, predictions: dict, table: list[dict], space_name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig = new_figure(figsize=(5.2, 5))
+    ax = fig.subplots()
     for row in table:
         label = f"{row['name']}: MAPE {row['mape_pct']:.1f}%" + (" (chosen)" if row["chosen"] else "")
         ax.scatter(measured, predictions[row["name"]], s=14, alpha=0.7, label=label, zorder=3 if row["chosen"] else 2)
@@ -372,10 +368,7 @@ def _scatter(path: str, measured: np.ndarray, predictions: dict, table: list[dic
     ax.set_title(f"{space_name}: {len(measured)} held-out SubTransformers", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 def format_report(report: dict) -> str:

@@ -37,7 +37,6 @@ drawn in blocks, and the first ones under the budget kept, in draw order.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import math
@@ -50,7 +49,7 @@ from tqdm import tqdm
 
 from tfmobile.errors import ConfigError, TrainingError
 from tfmobile.nas.space import Arch, Space, arch_from_dict
-from tfmobile.utils import atomic_write_bytes, atomic_write_text
+from tfmobile.utils import atomic_write_text, new_figure, save_figure
 
 STATE_FORMAT = "tfmobile-hat-search/1"
 # HAT's search settings (the reference's evolutionary-search configs).
@@ -352,12 +351,8 @@ def plot_search(path: str, histories: dict[str, list[dict]], budget_ms: float | 
                 ylabel: str = "best fitness so far (lower is better)") -> None:
     """Best fitness per generation against the fitness evaluations so far, one line per search (e.g. the
     evolution and its random-search control on the same axes). A PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig = new_figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
     for (label, history), style in zip(histories.items(), itertools.cycle(("o-", "s--", "^:", "d-.", "v-", "x--"))):
         ax.plot([h["evaluations"] for h in history], [h["best_fitness"] for h in history], style, markersize=3,
                 label=f"{label} ({len(history)} generations)" if label == "evolution" else label)
@@ -368,10 +363,7 @@ def plot_search(path: str, histories: dict[str, list[dict]], budget_ms: float | 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
