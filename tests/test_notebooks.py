@@ -146,25 +146,42 @@ def test_long_sequences_fallback_table_is_the_benchmarks_result():
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs_in_tiny_mode(path, tmp_path, monkeypatch):
+def test_notebook_runs_in_tiny_mode(path, monkeypatch):
+    monkeypatch.setenv("TFMOBILE_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    message = _execute(path, _read(path))
+    if message:  # outside the except block: the report is the cell and its error, not nbclient's chained dump
+        pytest.fail(message, pytrace=False)
+
+
+def test_a_failing_cell_is_reported_with_its_source_and_error(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("def broken():\n    return 1 / 0\nbroken()"),
+                                         nbformat.v4.new_code_cell("print('never runs')")])
+    message = _execute(str(tmp_path / "broken.ipynb"), nb)
+    assert message.startswith("broken.ipynb: cell 1 failed\n--- source ---\ndef broken():\n    return 1 / 0\nbroken()")
+    assert "ZeroDivisionError: division by zero" in message and "\x1b[" not in message
+    assert "return 1 / 0" in message.split("--- traceback (last lines) ---")[1]
+    assert _execute(str(tmp_path / "fine.ipynb"), nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])) is None
+
+
+def _execute(path, nb):
+    """Run `nb` top to bottom in a fresh kernel in `path`'s folder; None, or the report of the cell that failed."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    nb = _read(path)
-    monkeypatch.setenv("TFMOBILE_NOTEBOOK_TINY", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     # kernel python3: jupyter_client starts a spec whose argv[0] is `python` with this interpreter (the venv's).
     # The kernel runs in the notebook's own folder (as Jupyter and Colab's checkout do), so `..` is the checkout;
-    # the notebooks write only under ./nb_runs/ or a temporary folder.
+    # in tiny mode the notebooks write only to a temporary folder.
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": os.path.dirname(path)}})
-    message = None
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError) as e:
-        message = _failure(path, nb, e)
-    if message:  # outside the except block: the report is the cell and its error, not nbclient's chained dump
-        pytest.fail(message, pytrace=False)
+        return _failure(path, nb, e)
+    return None
 
 
 def _failure(path, nb, error) -> str:
