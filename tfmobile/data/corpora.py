@@ -7,8 +7,9 @@ Built-in corpora come from Debian packages, so nothing is fetched from a dataset
   ``sword-text-web``). The raw OSIS of both modules is dumped in one ``/usr/bin/python3``
   subprocess through the SWORD bindings (``python3-sword``; they exist for the system Python
   only, so where ``python3`` is another version, the ``python3.N`` they were built for is used),
-  then the markup is stripped here. Stripping ourselves matters: the WEB puts footnotes between words with no space around them (``God<note>...</note>created``), which SWORD's plain
-  renderer turns into "Godcreated".
+  then the markup is stripped here. Stripping ourselves matters: the WEB puts footnotes between
+  words with no space around them (``God<note>...</note>created``), which SWORD's plain renderer
+  turns into "Godcreated".
 - ``ding-de-en``: the full-sentence examples of the Ding dictionary (``trans-de-en``,
   ``/usr/share/trans/de-en``, GPL-2+: read at run time, never copied into the repository).
 
