@@ -122,20 +122,21 @@ else:
 
 
 def _sword_pythons(python: str | None = None) -> list[str]:
-    """The interpreters that may have the SWORD bindings, in the order tried: `python` (default SWORD_PYTHON),
-    then python3.N beside it for each version the installed bindings were built for. The bindings exist for the
-    distribution's Python only; where python3 was replaced by a newer one (Colab), that version is still there."""
+    """The interpreters on this machine that may have the SWORD bindings, in the order tried: `python` (default
+    SWORD_PYTHON), then python3.N beside it for each version the installed bindings were built for. The bindings
+    exist for the distribution's Python only; where python3 was replaced by a newer one (Colab), that version is
+    still there."""
     first = python or SWORD_PYTHON
     built_for = sorted({m.group(1) for name in (os.listdir(SWORD_BINDINGS) if os.path.isdir(SWORD_BINDINGS) else ())
                         for m in [re.match(r"_Sword\.cpython-3(\d+)", name)] if m}, key=int)
     others = [os.path.join(os.path.dirname(first), f"python3.{minor}") for minor in built_for]
-    return [first] + [p for p in others if p != first and shutil.which(p)]
+    return [p for p in dict.fromkeys([first, *others]) if shutil.which(p)]
 
 
 def _dump_sword_modules(modules, python: str | None = None, corpus: str = "bible-es-en"):
     """Raw OSIS text of each module: {name: [(key, raw)]}, linked verses left out."""
     packages = tuple(SWORD_MODULE_PACKAGES[m] for m in modules if m in SWORD_MODULE_PACKAGES) + ("python3-sword",)
-    candidates = [p for p in _sword_pythons(python) if shutil.which(p)]
+    candidates = _sword_pythons(python)
     if not candidates:
         raise _missing_packages(corpus, packages, f"{python or SWORD_PYTHON} not found")
     for python in candidates:
